@@ -1,0 +1,343 @@
+// Package forward is the loopback TCP forwarder that convex-shim runs in-process
+// in front of the Convex backend.
+//
+// Node actions in self-hosted Convex call back to the backend at the address in
+// CONVEX_CLOUD_ORIGIN; with the usual http://127.0.0.1 that is 127.0.0.1:80
+// inside the container, where nothing listens, and every ctx.runQuery,
+// ctx.storage.get and friends fails with ECONNREFUSED. A Proxy listening there
+// and forwarding to the backend's port 3210 fixes that without a sidecar.
+//
+// Typical usage:
+//
+//	p := &forward.Proxy{Listen: "127.0.0.1:80", Target: "127.0.0.1:3210"}
+//	if err := p.Start(); err != nil { // binds now, so no client can race it
+//		return err
+//	}
+//	defer p.Close()
+//
+// What it guarantees:
+//
+//   - Start binds synchronously and fails fast; Serve runs in the background.
+//   - A connection accepted while the upstream refuses (the backend is still
+//     booting or restarting) is held and the dial retried with backoff for
+//     DialRetry. The Node executor retries connect errors for every callback but
+//     a reset only for queries and mutations, so "not up yet" must never turn
+//     into a reset.
+//   - Bytes are copied exactly, both ways at once, with half-close: when one
+//     side finishes sending, the other side's write half is shut down and the
+//     reverse direction keeps flowing until it finishes too. On Linux the copy
+//     between two *net.TCPConn uses splice(2) and never enters user space.
+//   - No idle or total timeout: Node actions may run 600 s and V8 actions
+//     1800 s, and only the backend knows when a call is over.
+//   - Close stops accepting, closes every open connection and waits for their
+//     goroutines, so nothing outlives it.
+//
+// What it deliberately does not do: TLS, HTTP awareness, load balancing, or
+// any policy about which addresses may listen (the caller decides that; see
+// IsLoopback).
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DefaultDialRetry is how long an accepted connection waits for the upstream
+// when DialRetry is zero. It outlasts a backend restart and is longer than the
+// Node executor's first few connect retries, which it replaces.
+const DefaultDialRetry = 60 * time.Second
+
+// Proxy forwards every TCP connection accepted on Listen to Target.
+type Proxy struct {
+	// Listen is the address to listen on, host:port. Required.
+	Listen string
+	// Target is the upstream address, host:port. Required.
+	Target string
+	// DialRetry bounds how long an accepted connection is held while the
+	// upstream refuses or cannot be reached. If zero, DefaultDialRetry is used;
+	// if negative, the dial is tried once.
+	DialRetry time.Duration
+	// Log receives operational problems (accept errors, upstream given up on).
+	// If nil, they are discarded.
+	Log *log.Logger
+	// Debug receives one line per connection. If nil, it is discarded.
+	Debug *log.Logger
+
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
+	closed bool
+	ctx    context.Context // canceled by Close; stops accept backoff and dial retries
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start listens on p.Listen and serves in the background until Close.
+// The listener is bound when Start returns, so a client started afterwards
+// can never find the port closed.
+func (p *Proxy) Start() error {
+	ln, err := net.Listen("tcp", p.Listen)
+	if err != nil {
+		return fmt.Errorf("forward: listen %s: %w%s", p.Listen, err, listenHint(err))
+	}
+	if !p.adopt(ln) {
+		return fmt.Errorf("forward: listen %s: %w", p.Listen, net.ErrClosed)
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.serve(ln)
+	}()
+	return nil
+}
+
+// listenHint names the usual cause of a bind failure, for the one line an
+// operator reads when the container refuses to start.
+func listenHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EACCES):
+		return " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+	case errors.Is(err, syscall.EADDRINUSE):
+		return " (another process holds the port: remove an old socat port80-proxy sidecar, or choose another --forward)"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return " (no interface has that address)"
+	}
+	return ""
+}
+
+// Serve accepts connections on ln and forwards them until ln is closed or
+// Close is called. It takes ownership of ln. It returns nil after Close.
+func (p *Proxy) Serve(ln net.Listener) error {
+	if !p.adopt(ln) {
+		return nil
+	}
+	return p.serve(ln)
+}
+
+// adopt makes ln the proxy's listener, or closes it if the proxy is closed.
+func (p *Proxy) adopt(ln net.Listener) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		ln.Close()
+		return false
+	}
+	p.ln = ln
+	p.initLocked()
+	return true
+}
+
+func (p *Proxy) serve(ln net.Listener) error {
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if p.isClosed() {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("forward: accept on %s: %w", p.Listen, err)
+			}
+			// Out of descriptors or memory: keep the listener, back off and
+			// try again, as net/http does. The backend must stay reachable
+			// once descriptors free up.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			logf(p.Log, "forward: accept on %s: %v; retrying in %v", p.Listen, err, backoff)
+			select {
+			case <-time.After(backoff):
+			case <-p.ctx.Done():
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		if !p.track(c, true) {
+			c.Close()
+			return nil
+		}
+		p.wg.Add(1)
+		go p.handle(c)
+	}
+}
+
+// Addr returns the address the proxy listens on, or nil before Start.
+// With Listen "127.0.0.1:0" it tells which port the kernel chose.
+func (p *Proxy) Addr() net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln == nil {
+		return nil
+	}
+	return p.ln.Addr()
+}
+
+// Close stops accepting, closes every forwarded connection and waits until
+// all of the proxy's goroutines have returned. It is safe to call more than
+// once and before Start.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.wg.Wait()
+		return nil
+	}
+	p.closed = true
+	p.initLocked()
+	p.cancel()
+	var err error
+	if p.ln != nil {
+		err = p.ln.Close()
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+	return err
+}
+
+func (p *Proxy) initLocked() {
+	if p.conns == nil {
+		p.conns = make(map[net.Conn]struct{})
+	}
+	if p.ctx == nil {
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+	}
+}
+
+func (p *Proxy) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// track adds or removes c from the set Close must close. Adding fails once
+// the proxy is closed, so no connection escapes a concurrent Close.
+func (p *Proxy) track(c net.Conn, add bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !add {
+		delete(p.conns, c)
+		return true
+	}
+	if p.closed {
+		return false
+	}
+	p.conns[c] = struct{}{}
+	return true
+}
+
+func (p *Proxy) handle(client net.Conn) {
+	defer p.wg.Done()
+	defer p.track(client, false)
+	defer client.Close()
+
+	upstream, err := p.dial()
+	if err != nil {
+		if !p.isClosed() {
+			logf(p.Log, "forward: %s -> %s: giving up on client %s: %v", p.Listen, p.Target, client.RemoteAddr(), err)
+		}
+		return
+	}
+	if !p.track(upstream, true) {
+		upstream.Close()
+		return
+	}
+	defer p.track(upstream, false)
+	defer upstream.Close()
+	logf(p.Debug, "forward: %s -> %s: client %s connected", p.Listen, p.Target, client.RemoteAddr())
+
+	errc := make(chan error, 1)
+	go func() { errc <- proxyCopy(upstream, client) }()
+	err1 := proxyCopy(client, upstream)
+	err2 := <-errc
+	if err := errors.Join(err1, err2); err != nil {
+		logf(p.Debug, "forward: %s -> %s: client %s: %v", p.Listen, p.Target, client.RemoteAddr(), err)
+	}
+}
+
+// dial connects to the target, retrying connect-phase failures with backoff
+// until DialRetry has passed or the proxy is closed.
+func (p *Proxy) dial() (net.Conn, error) {
+	retry := p.DialRetry
+	if retry == 0 {
+		retry = DefaultDialRetry
+	}
+	ctx := p.ctx
+	if retry > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(p.ctx, retry)
+		defer cancel()
+	}
+
+	var d net.Dialer
+	backoff := 10 * time.Millisecond
+	for {
+		c, err := d.DialContext(ctx, "tcp", p.Target)
+		if err == nil {
+			return c, nil
+		}
+		if retry < 0 || ctx.Err() != nil {
+			return nil, fmt.Errorf("dial %s: %w", p.Target, err)
+		}
+		logf(p.Debug, "forward: dial %s: %v; retrying in %v", p.Target, err, backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dial %s: %w (gave up after %v)", p.Target, err, retry)
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// proxyCopy copies src to dst until src reports end of stream, then shuts
+// down dst's write half so the peer sees the same end of stream while the
+// other direction keeps flowing. It is a named function so that it stands out
+// in goroutine dumps. Between two *net.TCPConn, ReadFrom splices in the kernel.
+func proxyCopy(dst, src net.Conn) error {
+	var err error
+	if tc, ok := dst.(*net.TCPConn); ok {
+		_, err = tc.ReadFrom(src)
+	} else {
+		_, err = io.Copy(dst, src)
+	}
+	if err != nil {
+		// A reset or a failed write: the stream is broken both ways, so
+		// propagate that at once rather than wait for the other direction.
+		dst.Close()
+		src.Close()
+		return err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+	return dst.Close()
+}
+
+// IsLoopback reports whether the host part of addr (host:port) is a loopback
+// IP literal. Hostnames are not resolved: the answer must not depend on DNS.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+func logf(l *log.Logger, format string, args ...any) {
+	if l != nil {
+		l.Printf(format, args...)
+	}
+}

@@ -1,0 +1,378 @@
+package forward
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// startProxy starts a proxy on a free loopback port in front of target.
+func startProxy(t *testing.T, target string, retry time.Duration) *Proxy {
+	t.Helper()
+	p := &Proxy{Listen: "127.0.0.1:0", Target: target, DialRetry: retry}
+	if err := p.Start(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// echoServer answers each connection by echoing until EOF, then closing.
+func echoServer(t *testing.T, ln net.Listener) {
+	t.Helper()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestRoundTripLargeExact(t *testing.T) {
+	up := listen(t)
+	echoServer(t, up)
+	p := startProxy(t, up.Addr().String(), 0)
+
+	c, err := net.Dial("tcp", p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payload := make([]byte, 8<<20)
+	rand.Read(payload)
+	go func() {
+		c.Write(payload)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(payload) {
+		t.Fatalf("echo differs: got %d bytes, sent %d", len(got), len(payload))
+	}
+}
+
+// A client that half-closes right after its request must still get a
+// response that comes much later: socat's default drops it after 0.5 s.
+func TestHalfCloseSlowResponse(t *testing.T) {
+	up := listen(t)
+	const delay = 700 * time.Millisecond
+	go func() {
+		c, err := up.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, _ := io.ReadAll(c) // until the client's half-close arrives
+		time.Sleep(delay)
+		c.Write(append([]byte("reply to "), req...))
+		c.Write([]byte(" and the last bytes before close"))
+	}()
+	p := startProxy(t, up.Addr().String(), 0)
+
+	c, err := net.Dial("tcp", p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("ping"))
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "reply to ping and the last bytes before close"; string(got) != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// The upstream half-closes first (sends its greeting and EOF) while the
+// client keeps sending: the client->upstream direction must keep flowing.
+func TestHalfCloseFromUpstream(t *testing.T) {
+	up := listen(t)
+	received := make(chan string, 1)
+	go func() {
+		c, err := up.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("hello"))
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		received <- string(b)
+	}()
+	p := startProxy(t, up.Addr().String(), 0)
+	c, err := net.Dial("tcp", p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("read greeting: %q, %v", got, err)
+	}
+	c.Write([]byte("still talking"))
+	c.(*net.TCPConn).CloseWrite()
+	if got := <-received; got != "still talking" {
+		t.Fatalf("upstream got %q", got)
+	}
+}
+
+// A connection accepted before the backend listens is held and succeeds
+// once it does: the Node executor never sees a reset.
+func TestUpstreamLate(t *testing.T) {
+	target := freeAddr(t)
+	p := startProxy(t, target, 10*time.Second)
+
+	c, err := net.Dial("tcp", p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("early")); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+
+	// The proxy is now retrying; let the backend come up. A retry is
+	// visible as nothing at all on the client side, which is the point.
+	time.Sleep(100 * time.Millisecond)
+	up, err := net.Listen("tcp", target)
+	if err != nil {
+		t.Fatalf("listen on %s: %v", target, err)
+	}
+	defer up.Close()
+	echoServer(t, up)
+
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if string(got) != "early" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// With the upstream down for longer than DialRetry the client's connection
+// is closed (not left hanging), and the proxy keeps serving afterwards.
+func TestUpstreamDown(t *testing.T) {
+	target := freeAddr(t)
+	p := startProxy(t, target, 200*time.Millisecond)
+	for i := range 3 {
+		c, err := net.Dial("tcp", p.Addr().String())
+		if err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.Read(make([]byte, 1))
+		c.Close()
+		if n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
+			t.Fatalf("read %d: n=%d err=%v, want EOF", i, n, err)
+		}
+	}
+	// Back up: the same proxy serves.
+	up, err := net.Listen("tcp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	echoServer(t, up)
+	roundTrip(t, p.Addr().String(), "back")
+}
+
+func roundTrip(t *testing.T, addr, msg string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte(msg))
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != msg {
+		t.Fatalf("round trip: got %q, %v; want %q", got, err, msg)
+	}
+}
+
+func TestManyConcurrentConnections(t *testing.T) {
+	up := listen(t)
+	echoServer(t, up)
+	p := startProxy(t, up.Addr().String(), 0)
+
+	const n = 500
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", p.Addr().String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			msg := fmt.Sprintf("conn %d %s", i, strings.Repeat("x", i))
+			c.Write([]byte(msg))
+			c.(*net.TCPConn).CloseWrite()
+			got, err := io.ReadAll(c)
+			if err != nil || string(got) != msg {
+				errs <- fmt.Errorf("conn %d: got %d bytes, %v", i, len(got), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// Close must unblock Serve, end open connections (also ones still waiting
+// for the upstream) and leave no goroutine behind.
+func TestCloseEndsEverything(t *testing.T) {
+	up := listen(t)
+	echoServer(t, up)
+	p := &Proxy{Listen: "127.0.0.1:0", Target: up.Addr().String()}
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waiting := &Proxy{Listen: "127.0.0.1:0", Target: freeAddr(t), DialRetry: time.Hour}
+	if err := waiting.Start(); err != nil {
+		t.Fatal(err)
+	}
+
+	open, err := net.Dial("tcp", p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	roundTripOpen(t, open, "x")
+	held, err := net.Dial("tcp", waiting.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+
+	for _, px := range []*Proxy{p, waiting} {
+		done := make(chan struct{})
+		go func() { px.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Close of %s did not return", px.Listen)
+		}
+	}
+	for _, c := range []net.Conn{open, held} {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatalf("connection still open after Close")
+		}
+	}
+	if _, err := net.Dial("tcp", p.Addr().String()); err == nil {
+		t.Fatalf("listener still accepting after Close")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func roundTripOpen(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	c.Write([]byte(msg))
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || !bytes.Equal(buf, []byte(msg)) {
+		t.Fatalf("echo: %q, %v", buf, err)
+	}
+}
+
+func TestCloseBeforeStart(t *testing.T) {
+	p := &Proxy{Listen: "127.0.0.1:0", Target: "127.0.0.1:1"}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Serve(listen(t)); err != nil {
+		t.Fatalf("Serve after Close: %v", err)
+	}
+}
+
+func TestStartErrorNamesAddressAndFix(t *testing.T) {
+	busy := listen(t)
+	p := &Proxy{Listen: busy.Addr().String(), Target: "127.0.0.1:3210"}
+	err := p.Start()
+	if err == nil {
+		p.Close()
+		t.Fatal("Start on a busy port succeeded")
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("error does not wrap EADDRINUSE: %v", err)
+	}
+	for _, want := range []string{"forward: listen " + busy.Addr().String(), "socat"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1:80", true},
+		{"127.1.2.3:80", true},
+		{"[::1]:80", true},
+		{"[::ffff:127.0.0.1]:80", true},
+		{"0.0.0.0:80", false},
+		{"[::]:80", false},
+		{":80", false},
+		{"10.0.0.1:80", false},
+		{"localhost:80", false}, // not resolved on purpose
+		{"127.0.0.1", false},
+		{"", false},
+	} {
+		if got := IsLoopback(tc.addr); got != tc.want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+}
