@@ -1,0 +1,207 @@
+// Command convex-shim is the ENTRYPOINT of a self-hosted Convex backend image.
+// It is PID 1 (or a subreaper under another init), forwards 127.0.0.1:80 to
+// the backend's port 3210 so that Node actions can call back, turns the
+// platform's SIGTERM into the one SIGINT the backend drains on, reaps
+// orphans, and exits with the backend's status.
+//
+// Usage:
+//
+//	convex-shim [flags] [--] program [args...]
+//
+// In an image: ENTRYPOINT ["/usr/local/bin/convex-shim", "--", "./run_backend.sh"].
+// Run convex-shim --help for every flag, its CONVEX_SHIM_* environment twin,
+// its default, and the exit codes. This file only parses, validates and wires;
+// the work is in packages forward and shim.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"runtime/debug"
+	"strings"
+
+	"github.com/convex-shim/convex-shim/forward"
+	"github.com/convex-shim/convex-shim/shim"
+	"golang.org/x/sys/unix"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+// Exit codes of the shim's own failures; see --help.
+const (
+	exitSetup = 1 // a forward could not listen; nothing was started
+	exitUsage = 2 // bad flag, environment value or missing program
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := parse(args, getenv)
+	switch {
+	case errors.Is(err, errHelp):
+		fmt.Fprint(stdout, usage())
+		return 0
+	case errors.Is(err, errVersion):
+		fmt.Fprintln(stdout, "convex-shim", versionString())
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "convex-shim: %v\n", err)
+		return exitUsage
+	}
+
+	logger := log.New(stderr, "convex-shim: ", 0)
+	// A missing program is reported before any port is bound.
+	if _, err := shim.LookPath(cfg.program[0], os.Environ()); err != nil {
+		return startFailed(logger, err)
+	}
+	var debugLog *log.Logger
+	if cfg.verbose {
+		debugLog = logger
+	}
+
+	// Every listener is bound before the backend starts, so its first Node
+	// action can never find the port closed.
+	var proxies []*forward.Proxy
+	defer func() {
+		for _, p := range proxies {
+			p.Close()
+		}
+	}()
+	for _, f := range cfg.forwards {
+		p := &forward.Proxy{Listen: f.listen, Target: f.target, DialRetry: cfg.dialRetry, Log: logger, Debug: debugLog}
+		if err := p.Start(); err != nil {
+			logger.Print(err)
+			return exitSetup
+		}
+		proxies = append(proxies, p)
+	}
+
+	grace := cfg.grace
+	if grace == 0 {
+		grace = -1 // the flag's 0 means "never"; the package's zero means "default"
+	}
+	logger.Print(summary(cfg))
+	sup := &shim.Supervisor{
+		Path:         cfg.program[0],
+		Args:         cfg.program,
+		StopSignal:   cfg.stopSignal,
+		Grace:        grace,
+		CleanupGrace: cfg.cleanupGrace,
+		Log:          logger,
+		Debug:        debugLog,
+	}
+	status, err := sup.Run()
+	if err != nil {
+		return startFailed(logger, err)
+	}
+	return status
+}
+
+func startFailed(logger *log.Logger, err error) int {
+	logger.Print(err)
+	if se := (*shim.StartError)(nil); errors.As(err, &se) {
+		return se.Code
+	}
+	return exitSetup
+}
+
+// summary is the one line logged at startup: what is forwarded and how a
+// stop is handled. It names no environment values (they may hold secrets).
+func summary(c config) string {
+	fw := "no forwards"
+	if len(c.forwards) > 0 {
+		var parts []string
+		for _, f := range c.forwards {
+			parts = append(parts, f.listen+" -> "+f.target)
+		}
+		fw = "forwarding " + strings.Join(parts, ", ")
+	}
+	kill := "SIGKILL after " + c.grace.String()
+	if c.grace == 0 {
+		kill = "no SIGKILL deadline"
+	}
+	return fmt.Sprintf("%s; stop: SIGTERM/SIGINT/SIGQUIT -> one %s to %s, %s; version %s",
+		fw, unix.SignalName(c.stopSignal), c.program[0], kill, versionString())
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	// go install module@version stamps the module version, not -X.
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+func usage() string {
+	var b strings.Builder
+	b.WriteString(`Usage: convex-shim [flags] [--] program [args...]
+
+Runs program (normally ./run_backend.sh of the Convex backend image) as its
+child, forwards loopback ports to the backend so Node actions can call back,
+turns a stop request into the one SIGINT the backend drains on, reaps every
+orphan, and exits with the program's status.
+
+Flags (each has an environment twin; a flag beats its twin):
+`)
+	for _, s := range settings {
+		name := "--" + s.name
+		if s.arg != "" {
+			name += " " + s.arg
+		}
+		if s.name == "verbose" {
+			name = "-v, " + name
+		}
+		fmt.Fprintf(&b, "  %s\n%s      env %s, default %s\n", name, wrap(s.usage, "      ", 78), s.env, s.def)
+	}
+	b.WriteString(`  -h, --help       print this help
+  --version        print the version
+
+Durations are Go durations (8s, 1m30s) or whole seconds.
+Signals: SIGINT, INT or a number. Booleans: true/false, 1/0.
+
+Stop policy: the first SIGTERM, SIGINT or SIGQUIT sends one --stop-signal to
+the program's pid (not its process group, where the Node server lives); a
+second sends it again (Convex's forced exit); a third, or --grace running out,
+SIGKILLs the program's process group. HUP, USR1, USR2, WINCH, CONT, ALRM,
+VTALRM and PWR are passed to the program's pid unchanged.
+Choose --grace below the platform's stop timeout: Docker 10s -> 8s (default),
+Kubernetes and Render 30s -> 25s, Fly.io kill_timeout 10s -> 8s.
+
+Exit codes:
+  0-255   the program's own exit code
+  128+N   the program was killed by signal N (137: SIGKILL after --grace)
+  1       a forward could not listen (port in use, or needs root or
+          CAP_NET_BIND_SERVICE); the program was not started
+  2       usage error: bad flag or environment value, or no program
+  126     the program is not executable (or is a directory)
+  127     the program was not found
+`)
+	return b.String()
+}
+
+// wrap breaks text into lines of at most width columns, each indented.
+func wrap(text, indent string, width int) string {
+	var b strings.Builder
+	line := indent
+	for _, w := range strings.Fields(text) {
+		if len(line) > len(indent) && len(line)+1+len(w) > width {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += w
+	}
+	b.WriteString(line + "\n")
+	return b.String()
+}

@@ -1,0 +1,477 @@
+// Package shim starts the Convex backend as a child, stops it the way it
+// needs to be stopped, reaps every process that reaches it, and reports the
+// backend's exit status. It is the init half of convex-shim.
+//
+// Typical usage:
+//
+//	s := &shim.Supervisor{Path: "./run_backend.sh", Args: []string{"./run_backend.sh"}}
+//	status, err := s.Run() // returns once the backend and its leftovers are gone
+//
+// Why it exists. The backend drains in-flight requests only on SIGINT (tokio's
+// ctrl_c); it has no SIGTERM handler. Docker, Kubernetes and Render stop
+// containers with SIGTERM, which a PID-1 backend ignores (so it is SIGKILLed
+// after the timeout) and a child backend dies of at once. And as PID 1 the
+// backend never reaps the orphans its Node server and `docker exec` leave.
+//
+// Stop policy:
+//
+//   - The first stop request (SIGTERM, SIGINT or SIGQUIT, whichever the
+//     platform sends) becomes exactly one StopSignal (SIGINT by default) to the
+//     backend's pid. Never to its process group: the Node server lives there,
+//     and its default SIGINT action would kill Node actions mid-flight.
+//   - The second stop request sends StopSignal again; for Convex that is its
+//     own "Forcibly shutting down!" path. Any later one SIGKILLs the group.
+//   - Grace after the first stop request, the backend's process group is
+//     SIGKILLed, so the shim exits with a status of its own choosing before
+//     the platform's SIGKILL arrives.
+//   - Every other signal in Forwarded goes to the backend's pid unchanged.
+//     SIGCHLD, SIGURG (the Go runtime's preemption signal) and SIGPIPE (the
+//     shim's own sockets) are never forwarded.
+//
+// The backend runs in a process group of its own, so under `docker run -it`
+// the terminal's Ctrl-C reaches only the shim, which turns it into one SIGINT.
+// Without that the backend would get the terminal's SIGINT and the shim's,
+// and the second one forces an undrained exit.
+//
+// Reaping. One goroutine owns every wait: on SIGCHLD it calls
+// wait4(-1, WNOHANG) until nothing is left, and notices the backend's pid
+// there. When not PID 1 (Fly's init, `docker run --init`, Kubernetes
+// shareProcessNamespace) it becomes a child subreaper so orphans still come
+// to it. Because nothing else waits, the backend's pid cannot be reaped and
+// reused behind our back, so signalling it by pid is safe.
+//
+// Why not github.com/hashicorp/go-reap: its ReapChildren reports reaped pids
+// but not their wait status, so the backend's exit code would be lost when
+// the reaper takes it. Its lock leaves two choices: hold it for the child's
+// whole life (no orphan is reaped while the backend runs) or release it and
+// let the reaper steal the child's status from exec.Cmd.Wait. Owning all
+// waits in one loop with golang.org/x/sys/unix has neither problem.
+//
+// When the backend exits, what is left of its process group and every
+// process adopted by the shim gets SIGTERM, and SIGKILL after CleanupGrace.
+// Run returns the backend's status: exit code N is N, death by signal S is
+// 128+S.
+//
+// What it deliberately does not do: restart the backend (the platform does
+// that, and must see the exit), drop privileges, or touch the terminal.
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exit codes the shim itself produces, as tini and shells do.
+const (
+	ExitNotExecutable = 126
+	ExitNotFound      = 127
+)
+
+// Defaults for the zero values of Supervisor's durations.
+const (
+	// DefaultGrace fits Docker's 10 s stop timeout with room to clean up.
+	DefaultGrace = 8 * time.Second
+	// DefaultCleanupGrace is how long leftovers get between SIGTERM and
+	// SIGKILL once the backend has exited.
+	DefaultCleanupGrace = 2 * time.Second
+)
+
+// StopRequests are the signals that platforms send to stop a container.
+var StopRequests = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT}
+
+// Forwarded are passed to the backend's pid as they are. The list is
+// explicit: subscribing to every signal would deliver SIGURG, which the Go
+// runtime sends itself all the time.
+var Forwarded = []os.Signal{
+	unix.SIGHUP, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH,
+	unix.SIGCONT, unix.SIGALRM, unix.SIGVTALRM, unix.SIGPWR,
+}
+
+// Supervisor runs one program and everything it leaves behind.
+type Supervisor struct {
+	// Path is the program to run; without a slash it is looked up in PATH.
+	Path string
+	// Args is argv, Args[0] included. If empty, Path alone is used.
+	Args []string
+	// Env is the program's environment. If nil, the shim's own is used.
+	Env []string
+	// StopSignal is sent to the backend on a stop request. If zero, SIGINT.
+	StopSignal unix.Signal
+	// Grace is how long after the first stop request the backend's process
+	// group is SIGKILLed. If zero, DefaultGrace; if negative, never.
+	Grace time.Duration
+	// CleanupGrace is how long leftovers get between SIGTERM and SIGKILL
+	// after the backend exits. If zero, DefaultCleanupGrace.
+	CleanupGrace time.Duration
+	// Started, if set, is called with the backend's pid once it runs.
+	Started func(pid int)
+	// Log receives what an operator should see; Debug, each signal and reap.
+	// Either may be nil.
+	Log, Debug *log.Logger
+}
+
+// StartError is returned by Run when the program cannot be started.
+// Code is ExitNotFound or ExitNotExecutable.
+type StartError struct {
+	Path string
+	Code int
+	Err  error
+}
+
+func (e *StartError) Error() string {
+	hint := ""
+	switch {
+	case errors.Is(e.Err, errIsDir):
+		hint = " (name the program inside it)"
+	case e.Code == ExitNotFound:
+		hint = " (check the program path and PATH, or the image's working directory)"
+	case e.Code == ExitNotExecutable:
+		hint = " (make it executable, or name an interpreter before it)"
+	}
+	return fmt.Sprintf("start %s: %v%s", e.Path, e.Err, hint)
+}
+
+var errIsDir = errors.New("is a directory")
+
+func (e *StartError) Unwrap() error { return e.Err }
+
+// Run starts the program and supervises it until it and its leftovers are
+// gone. It returns the program's exit status, or a *StartError.
+func (s *Supervisor) Run() (int, error) {
+	// Subscribe before the child exists, so no signal sent between its start
+	// and our first receive is lost. SIGPIPE is subscribed only so that a
+	// closed stderr cannot kill the shim (the runtime would die of it, and as
+	// PID 1 exit 2); it is dropped. SIGCHLD has a channel of its own: one
+	// pending SIGCHLD is enough, since each one reaps until nothing is left,
+	// but a storm of other signals must never crowd it out (catatonit's
+	// hang, its issue #4, was a lost SIGCHLD).
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs, append(append([]os.Signal{unix.SIGPIPE}, StopRequests...), Forwarded...)...)
+	defer signal.Stop(sigs)
+	chld := make(chan os.Signal, 1)
+	signal.Notify(chld, unix.SIGCHLD)
+	defer signal.Stop(chld)
+
+	if os.Getpid() != 1 {
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			logf(s.Log, "cannot become a child subreaper, orphans will not be reaped: %v", err)
+		}
+	}
+
+	pid, err := s.start()
+	if err != nil {
+		return 0, err
+	}
+	if s.Started != nil {
+		s.Started(pid)
+	}
+	logf(s.Debug, "started %s (pid %d)", s.Path, pid)
+
+	l := &loop{Supervisor: s, pid: pid, sigs: sigs, chld: chld}
+	return l.run(), nil
+}
+
+func (s *Supervisor) start() (int, error) {
+	args := s.Args
+	if len(args) == 0 {
+		args = []string{s.Path}
+	}
+	env := s.Env
+	if env == nil {
+		env = os.Environ()
+	}
+	path, err := LookPath(s.Path, env)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
+		Env:   env,
+		Files: []uintptr{0, 1, 2},
+		// A group of its own keeps the backend out of the terminal's
+		// foreground group and lets cleanup kill the Node server with it.
+		Sys: &syscall.SysProcAttr{Setpgid: true},
+	})
+	if err != nil {
+		return 0, startError(s.Path, err)
+	}
+	return pid, nil
+}
+
+// LookPath resolves a program the way execvp would, with PATH taken from
+// env (the child's environment), and checks that it can be executed. Its
+// error is a *StartError, so bad input is reported before anything starts.
+func LookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, checkExecutable(name)
+	}
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	var firstErr error
+	for _, dir := range strings.Split(path, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		full := dir + "/" + name
+		err := checkExecutable(full)
+		if err == nil {
+			return full, nil
+		}
+		var se *StartError
+		if errors.As(err, &se) && se.Code == ExitNotExecutable && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr != nil {
+		return "", firstErr
+	}
+	return "", &StartError{Path: name, Code: ExitNotFound, Err: errors.New("not found in PATH")}
+}
+
+func checkExecutable(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is already in StartError
+		}
+		return startError(path, err)
+	}
+	if fi.IsDir() {
+		return &StartError{Path: path, Code: ExitNotExecutable, Err: errIsDir}
+	}
+	if err := unix.Access(path, unix.X_OK); err != nil {
+		return startError(path, err)
+	}
+	return nil
+}
+
+func startError(path string, err error) error {
+	code := ExitNotExecutable
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		code = ExitNotFound
+	}
+	return &StartError{Path: path, Code: code, Err: err}
+}
+
+// ExitStatus maps a wait status to a shell-style exit code.
+func ExitStatus(ws unix.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	}
+	return 1
+}
+
+// loop is the single goroutine that owns signals, waits and timers.
+type loop struct {
+	*Supervisor
+	pid   int
+	sigs  chan os.Signal // stop requests and signals to forward
+	chld  chan os.Signal // SIGCHLD only
+	stops int            // stop requests so far
+
+	exited bool
+	status int
+}
+
+func (l *loop) run() int {
+	var grace <-chan time.Time
+	for !l.exited {
+		select {
+		case <-l.chld:
+			l.reap()
+		case sig := <-l.sigs:
+			if l.handle(sig.(unix.Signal)) && grace == nil && l.graceDur() > 0 {
+				grace = time.After(l.graceDur())
+			}
+		case <-grace:
+			logf(l.Log, "backend still running %v after the stop request; sending SIGKILL to its process group", l.graceDur())
+			l.kill(-l.pid, unix.SIGKILL)
+			grace = nil
+		}
+	}
+	l.cleanup()
+	return l.status
+}
+
+func (l *loop) graceDur() time.Duration {
+	if l.Grace == 0 {
+		return DefaultGrace
+	}
+	return l.Grace
+}
+
+// handle acts on one signal and reports whether it was a stop request.
+func (l *loop) handle(sig unix.Signal) bool {
+	switch sig {
+	case unix.SIGPIPE:
+		return false
+	case unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
+		l.stops++
+		switch l.stops {
+		case 1, 2:
+			logf(l.Log, "received %s (stop request %d); sending %s to the backend (pid %d)", sigName(sig), l.stops, sigName(l.stopSignal()), l.pid)
+			l.kill(l.pid, l.stopSignal())
+		default:
+			logf(l.Log, "received %s again; sending SIGKILL to the backend's process group", sigName(sig))
+			l.kill(-l.pid, unix.SIGKILL)
+		}
+		return true
+	default:
+		logf(l.Debug, "forwarding %s to pid %d", sigName(sig), l.pid)
+		l.kill(l.pid, sig)
+		return false
+	}
+}
+
+func (l *loop) stopSignal() unix.Signal {
+	if l.StopSignal == 0 {
+		return unix.SIGINT
+	}
+	return l.StopSignal
+}
+
+// kill sends sig to pid (a negative pid is a process group). ESRCH only
+// means it is already gone.
+func (l *loop) kill(pid int, sig unix.Signal) {
+	if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		logf(l.Log, "kill %d %s: %v", pid, sigName(sig), err)
+	}
+}
+
+// reap collects every child that has exited. It reports whether any child
+// is left.
+func (l *loop) reap() bool {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ECHILD):
+			return false
+		case err != nil:
+			logf(l.Log, "wait4: %v", err)
+			return true
+		case pid <= 0:
+			return true
+		case pid == l.pid:
+			l.exited, l.status = true, ExitStatus(ws)
+			logf(l.Debug, "backend (pid %d) exited: %s, status %d", pid, describe(ws), l.status)
+		default:
+			logf(l.Debug, "reaped pid %d: %s", pid, describe(ws))
+		}
+	}
+}
+
+// cleanup ends what the backend left: its process group (the Node server)
+// and everything adopted by the shim. SIGTERM first, SIGKILL after
+// CleanupGrace, until no child is left. Orphans of the processes killed here
+// are adopted in turn, so each SIGCHLD triggers another round.
+func (l *loop) cleanup() {
+	if !l.reap() {
+		return
+	}
+	grace := l.CleanupGrace
+	if grace <= 0 {
+		grace = DefaultCleanupGrace
+	}
+	sig := unix.SIGTERM
+	l.signalLeftovers(sig)
+	deadline := time.After(grace)
+	for l.reap() {
+		select {
+		case <-l.chld:
+			l.signalLeftovers(sig)
+		case <-l.sigs:
+			// The backend is gone; stop requests have nothing left to do.
+		case <-deadline:
+			sig, deadline = unix.SIGKILL, nil
+			logf(l.Log, "leftover processes still running %v after the backend exited; sending SIGKILL", grace)
+			l.signalLeftovers(sig)
+		}
+	}
+}
+
+// signalLeftovers sends sig to the backend's process group and to every
+// child of the shim. As PID 1 that is simply every process in the
+// namespace but ourselves.
+func (l *loop) signalLeftovers(sig unix.Signal) {
+	if os.Getpid() == 1 {
+		l.kill(-1, sig)
+		return
+	}
+	l.kill(-l.pid, sig)
+	for _, pid := range children(os.Getpid()) {
+		logf(l.Debug, "sending %s to leftover pid %d", sigName(sig), pid)
+		l.kill(pid, sig)
+	}
+}
+
+// children lists the pids whose parent is ppid, from /proc. The kernel's
+// /proc/PID/task/TID/children is not always built in.
+func children(ppid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The command name in parentheses may contain anything; the fields
+		// after the last ')' are state and ppid.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) >= 2 && f[0] != "Z" && f[1] == strconv.Itoa(ppid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func describe(ws unix.WaitStatus) string {
+	if ws.Signaled() {
+		return "killed by " + sigName(ws.Signal())
+	}
+	return "exit " + strconv.Itoa(ws.ExitStatus())
+}
+
+func sigName(s unix.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return "signal " + strconv.Itoa(int(s))
+}
+
+func logf(l *log.Logger, format string, args ...any) {
+	if l != nil {
+		l.Printf(format, args...)
+	}
+}
