@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func env(kv ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+var defaults = config{
+	forwards:     []forwardSpec{{"127.0.0.1:80", "127.0.0.1:3210"}},
+	forwardsFrom: "default of --forward",
+	dialRetry:    60 * time.Second,
+	stopSignal:   unix.SIGINT,
+	grace:        8 * time.Second,
+	cleanupGrace: 2 * time.Second,
+	program:      []string{"./run_backend.sh"},
+}
+
+func TestParse(t *testing.T) {
+	with := func(f func(c *config)) config {
+		c := defaults
+		f(&c)
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  func(string) string
+		want config
+	}{
+		{"defaults", []string{"--", "./run_backend.sh"}, env(), defaults},
+		{"no dashes", []string{"./run_backend.sh"}, env(), defaults},
+		{"program args kept, flags after program are its own",
+			[]string{"--", "./run_backend.sh", "--port", "1", "-v"}, env(),
+			with(func(c *config) { c.program = []string{"./run_backend.sh", "--port", "1", "-v"} })},
+		{"forward flag repeated",
+			[]string{"--forward", "127.0.0.1:80=127.0.0.1:3210", "--forward=[::1]:80=127.0.0.1:3210", "./run_backend.sh"}, env(),
+			with(func(c *config) {
+				c.forwards = []forwardSpec{{"127.0.0.1:80", "127.0.0.1:3210"}, {"[::1]:80", "127.0.0.1:3210"}}
+				c.forwardsFrom = "--forward"
+			})},
+		{"forward env list",
+			[]string{"./run_backend.sh"}, env("CONVEX_SHIM_FORWARD", "127.0.0.1:8080=127.0.0.1:3210, 127.0.0.1:80=127.0.0.1:3211"),
+			with(func(c *config) {
+				c.forwards = []forwardSpec{{"127.0.0.1:8080", "127.0.0.1:3210"}, {"127.0.0.1:80", "127.0.0.1:3211"}}
+				c.forwardsFrom = "CONVEX_SHIM_FORWARD"
+			})},
+		{"forward off", []string{"--forward", "off", "./run_backend.sh"}, env(),
+			with(func(c *config) { c.forwards, c.forwardsFrom = nil, "--forward" })},
+		{"forward off by env", []string{"./run_backend.sh"}, env("CONVEX_SHIM_FORWARD", "off"),
+			with(func(c *config) { c.forwards, c.forwardsFrom = nil, "CONVEX_SHIM_FORWARD" })},
+		{"flag beats env",
+			[]string{"--grace", "25s", "--forward", "127.0.0.1:81=127.0.0.1:3210", "./run_backend.sh"},
+			env("CONVEX_SHIM_GRACE", "3s", "CONVEX_SHIM_FORWARD", "127.0.0.1:82=127.0.0.1:3210"),
+			with(func(c *config) {
+				c.grace = 25 * time.Second
+				c.forwards, c.forwardsFrom = []forwardSpec{{"127.0.0.1:81", "127.0.0.1:3210"}}, "--forward"
+			})},
+		{"public with opt-in flag", []string{"--allow-public", "--forward", "0.0.0.0:80=127.0.0.1:3210", "./run_backend.sh"}, env(),
+			with(func(c *config) {
+				c.allowPublic = true
+				c.forwards, c.forwardsFrom = []forwardSpec{{"0.0.0.0:80", "127.0.0.1:3210"}}, "--forward"
+			})},
+		{"public with opt-in env", []string{"./run_backend.sh"},
+			env("CONVEX_SHIM_ALLOW_PUBLIC", "1", "CONVEX_SHIM_FORWARD", "[::]:80=127.0.0.1:3210"),
+			with(func(c *config) {
+				c.allowPublic = true
+				c.forwards, c.forwardsFrom = []forwardSpec{{"[::]:80", "127.0.0.1:3210"}}, "CONVEX_SHIM_FORWARD"
+			})},
+		{"dial retry flag", []string{"--dial-retry", "5s", "./run_backend.sh"}, env(),
+			with(func(c *config) { c.dialRetry = 5 * time.Second })},
+		{"dial retry env seconds", []string{"./run_backend.sh"}, env("CONVEX_SHIM_DIAL_RETRY", "90"),
+			with(func(c *config) { c.dialRetry = 90 * time.Second })},
+		{"stop signal flag", []string{"--stop-signal", "SIGTERM", "./run_backend.sh"}, env(),
+			with(func(c *config) { c.stopSignal = unix.SIGTERM })},
+		{"stop signal env short lower", []string{"./run_backend.sh"}, env("CONVEX_SHIM_STOP_SIGNAL", "quit"),
+			with(func(c *config) { c.stopSignal = unix.SIGQUIT })},
+		{"stop signal number", []string{"--stop-signal=15", "./run_backend.sh"}, env(),
+			with(func(c *config) { c.stopSignal = unix.SIGTERM })},
+		{"grace zero means forever", []string{"--grace", "0", "./run_backend.sh"}, env(),
+			with(func(c *config) { c.grace = 0 })},
+		{"grace env", []string{"./run_backend.sh"}, env("CONVEX_SHIM_GRACE", "1m30s"),
+			with(func(c *config) { c.grace = 90 * time.Second })},
+		{"cleanup grace flag", []string{"--cleanup-grace", "500ms", "./run_backend.sh"}, env(),
+			with(func(c *config) { c.cleanupGrace = 500 * time.Millisecond })},
+		{"cleanup grace env", []string{"./run_backend.sh"}, env("CONVEX_SHIM_CLEANUP_GRACE", "5s"),
+			with(func(c *config) { c.cleanupGrace = 5 * time.Second })},
+		{"verbose -v", []string{"-v", "./run_backend.sh"}, env(),
+			with(func(c *config) { c.verbose = true })},
+		{"verbose long", []string{"--verbose", "./run_backend.sh"}, env(),
+			with(func(c *config) { c.verbose = true })},
+		{"verbose env", []string{"./run_backend.sh"}, env("CONVEX_SHIM_VERBOSE", "true"),
+			with(func(c *config) { c.verbose = true })},
+		{"verbose flag false beats env", []string{"--verbose=false", "./run_backend.sh"}, env("CONVEX_SHIM_VERBOSE", "1"),
+			with(func(c *config) { c.verbose = false })},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parse(tc.args, tc.env)
+			if err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// Every bad input gives one line that names the setting and the fix.
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  func(string) string
+		want []string // substrings of the error
+	}{
+		{[]string{}, env(), []string{"no program", "usage"}},
+		{[]string{"--"}, env(), []string{"no program"}},
+		{[]string{"--", ""}, env(), []string{"program name is empty"}},
+		{[]string{"--nope", "x"}, env(), []string{"-nope", "--help"}},
+		{[]string{"--grace"}, env(), []string{"grace", "--help"}},
+		{[]string{"--grace", "soon", "x"}, env(), []string{`--grace "soon"`, "8s"}},
+		{[]string{"--grace", "-1s", "x"}, env(), []string{"--grace", "negative"}},
+		{[]string{"x"}, env("CONVEX_SHIM_GRACE", "1 minute"), []string{"CONVEX_SHIM_GRACE", "8s"}},
+		{[]string{"--dial-retry", "0", "x"}, env(), []string{"--dial-retry", "more than zero"}},
+		{[]string{"x"}, env("CONVEX_SHIM_DIAL_RETRY", "x"), []string{"CONVEX_SHIM_DIAL_RETRY", "duration"}},
+		{[]string{"--cleanup-grace", "0", "x"}, env(), []string{"--cleanup-grace", "more than zero"}},
+		{[]string{"x"}, env("CONVEX_SHIM_CLEANUP_GRACE", "-5"), []string{"CONVEX_SHIM_CLEANUP_GRACE"}},
+		{[]string{"--stop-signal", "SIGFOO", "x"}, env(), []string{"--stop-signal", "SIGINT"}},
+		{[]string{"--stop-signal", "KILL", "x"}, env(), []string{"--stop-signal", "can handle"}},
+		{[]string{"--stop-signal", "9", "x"}, env(), []string{"--stop-signal", "can handle"}},
+		{[]string{"--stop-signal", "0", "x"}, env(), []string{"--stop-signal"}},
+		{[]string{"--stop-signal", "99", "x"}, env(), []string{"--stop-signal"}},
+		{[]string{"x"}, env("CONVEX_SHIM_STOP_SIGNAL", "STOP"), []string{"CONVEX_SHIM_STOP_SIGNAL"}},
+		{[]string{"x"}, env("CONVEX_SHIM_VERBOSE", "loud"), []string{"CONVEX_SHIM_VERBOSE", "true or false"}},
+		{[]string{"x"}, env("CONVEX_SHIM_ALLOW_PUBLIC", "sure"), []string{"CONVEX_SHIM_ALLOW_PUBLIC", "true or false"}},
+		{[]string{"--forward", "127.0.0.1:80", "x"}, env(), []string{"--forward", "LISTEN=TARGET"}},
+		{[]string{"--forward", "127.0.0.1:0=127.0.0.1:3210", "x"}, env(), []string{"--forward", `port "0"`, "1 to 65535"}},
+		{[]string{"--forward", "127.0.0.1:65536=127.0.0.1:3210", "x"}, env(), []string{`port "65536"`}},
+		{[]string{"--forward", "127.0.0.1:-1=127.0.0.1:3210", "x"}, env(), []string{`port "-1"`}},
+		{[]string{"--forward", "127.0.0.1:http=127.0.0.1:3210", "x"}, env(), []string{`port "http"`}},
+		{[]string{"--forward", "127.0.0.1:80=127.0.0.1", "x"}, env(), []string{"target address", "host:port"}},
+		{[]string{"--forward", "127.0.0.1:80=:3210", "x"}, env(), []string{"target address", "host is empty"}},
+		{[]string{"--forward", "localhost:80=127.0.0.1:3210", "x"}, env(), []string{"listen address", "not an IP"}},
+		{[]string{"--forward", "::1:80=127.0.0.1:3210", "x"}, env(), []string{"listen address", "[::1]:80"}},
+		{[]string{"--forward", "127.0.0.1:80=127.0.0.1:3210", "--forward", "127.0.0.1:80=127.0.0.1:3211", "x"}, env(), []string{"forwarded twice"}},
+		{[]string{"--forward", "off", "--forward", "127.0.0.1:80=127.0.0.1:3210", "x"}, env(), []string{"off alone"}},
+		{[]string{"--forward", "0.0.0.0:80=127.0.0.1:3210", "x"}, env(), []string{"not a loopback address", "admin API", "--allow-public"}},
+		{[]string{"x"}, env("CONVEX_SHIM_FORWARD", "10.1.2.3:80=127.0.0.1:3210"), []string{"CONVEX_SHIM_FORWARD", "not a loopback"}},
+		{[]string{"x"}, env("CONVEX_SHIM_FORWARD", ""+"127.0.0.1:80=127.0.0.1:3210,"), []string{"CONVEX_SHIM_FORWARD", "LISTEN=TARGET"}},
+	} {
+		_, err := parse(tc.args, tc.env)
+		if err == nil {
+			t.Errorf("parse(%q): no error", tc.args)
+			continue
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "\n") {
+			t.Errorf("parse(%q): error has several lines: %q", tc.args, msg)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("parse(%q): error %q lacks %q", tc.args, msg, w)
+			}
+		}
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"-help"}} {
+		if _, err := parse(args, env()); !errors.Is(err, errHelp) {
+			t.Errorf("parse(%q) = %v, want help", args, err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--help"}, env(), &out, &errOut); code != 0 || errOut.Len() != 0 {
+		t.Fatalf("--help: exit %d, stderr %q", code, errOut.String())
+	}
+	// --help documents every setting, its env twin and its default.
+	for _, s := range settings {
+		for _, w := range []string{"--" + s.name, s.env, "default " + s.def} {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("--help lacks %q", w)
+			}
+		}
+	}
+	for _, w := range []string{"126", "127", "128+N", "Exit codes"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("--help lacks %q", w)
+		}
+	}
+	out.Reset()
+	if code := run([]string{"--version"}, env(), &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "convex-shim ") {
+		t.Fatalf("--version: exit %d, %q", code, out.String())
+	}
+}
+
+func TestUsageErrorExitCode(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"--grace", "x", "--", "true"}, env(), &out, &errOut); code != exitUsage {
+		t.Fatalf("exit %d, want %d", code, exitUsage)
+	}
+	if got := errOut.String(); !strings.HasPrefix(got, "convex-shim: ") || strings.Count(got, "\n") != 1 || out.Len() != 0 {
+		t.Fatalf("want one line on stderr, nothing on stdout; got %q / %q", got, out.String())
+	}
+}
