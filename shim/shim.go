@@ -329,7 +329,7 @@ func (l *loop) handle(sig unix.Signal) bool {
 			logf(l.Log, "received %s (stop request %d); sending %s to the backend (pid %d)", sigName(sig), l.stops, sigName(l.stopSignal()), l.pid)
 			l.kill(l.pid, l.stopSignal())
 		default:
-			logf(l.Log, "received %s again; sending SIGKILL to the backend's process group", sigName(sig))
+			logf(l.Log, "received %s (stop request %d); sending SIGKILL to the backend's process group", sigName(sig), l.stops)
 			l.kill(-l.pid, unix.SIGKILL)
 		}
 		return true
