@@ -486,4 +486,3 @@ func TestBindFailureStopsBeforeStart(t *testing.T) {
 		t.Fatalf("want one line naming the address and cause, got %q", got)
 	}
 }
-

@@ -43,7 +43,9 @@ need() {
 
 need /bin/busybox "apt-get install busybox-static"
 need /usr/bin/node "the host's Node.js, copied into the image"
-step command -v go docker ldd
+for tool in go docker ldd; do
+	step command -v "$tool"
+done
 
 step mkdir -p "$rootfs/bin" "$rootfs/usr/bin" "$rootfs/etc" "$rootfs/convex/node"
 step install -d -m 1777 "$rootfs/tmp"
@@ -78,5 +80,12 @@ done
 printf 'hosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
 
 step cp "$here/Dockerfile" "$ctx/Dockerfile"
+old=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
 step docker build -t "$tag" "$ctx"
+# A rebuild after a source change leaves the previous image untagged: remove it unless a
+# container still uses it.
+new=$(docker image inspect -f '{{.Id}}' "$tag")
+if [ -n "$old" ] && [ "$old" != "$new" ]; then
+	docker rmi "$old" >/dev/null 2>&1 || true
+fi
 echo "build.sh: built $tag"

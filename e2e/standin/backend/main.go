@@ -144,7 +144,7 @@ func run(args []string) int {
 		case s := <-sigs:
 			b.recordSignal(s)
 			if s != syscall.SIGUSR1 {
-				dieBy(s.(syscall.Signal))
+				dieBy(s)
 			}
 		case <-startup:
 			started = true
@@ -187,7 +187,7 @@ func run(args []string) int {
 			case s == syscall.SIGUSR1:
 				// The real backend has a no-op handler for it.
 			case s != syscall.SIGINT:
-				dieBy(s.(syscall.Signal))
+				dieBy(s)
 			case shuttingDown:
 				log.Print("Forcibly shutting down!")
 				return 1
@@ -233,12 +233,13 @@ func (b *backend) drain(servers ...*http.Server) {
 	b.node.kill()
 }
 
-// dieBy gives sig the default action it would have in the real backend, which does not handle
+// dieBy gives s the default action it would have in the real backend, which does not handle
 // it: the kernel drops such a signal sent to PID 1 (why `docker stop` times out on the stock
 // image, facts §4), and anything else dies by it. Go cannot be left to do this itself: a Go
 // program that is PID 1 exits 2 on an unhandled SIGTERM, and dumps goroutines on SIGQUIT.
-func dieBy(sig syscall.Signal) {
-	if os.Getpid() == 1 {
+func dieBy(s os.Signal) {
+	sig, ok := s.(syscall.Signal)
+	if !ok || os.Getpid() == 1 {
 		return
 	}
 	// struct sigaction all zero: sa_handler = SIG_DFL. Same size and meaning on every 64-bit
