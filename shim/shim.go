@@ -162,6 +162,7 @@ func (s *Supervisor) Run() (int, error) {
 	signal.Notify(chld, unix.SIGCHLD)
 	defer signal.Stop(chld)
 
+	resetIgnoredSignals()
 	if os.Getpid() != 1 {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 			logf(s.Log, "cannot become a child subreaper, orphans will not be reaped: %v", err)

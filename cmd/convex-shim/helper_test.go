@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -148,4 +149,22 @@ func callback(url string) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	fmt.Printf("callback: %d %s\n", resp.StatusCode, body)
+}
+
+// execIgnoring sets the listed signals to SIG_IGN and execs os.Args[1:],
+// as a parent that ignores signals (nohup, some CI runners) would start the
+// shim.
+func execIgnoring(list string) {
+	for _, f := range strings.Split(list, ",") {
+		n, _ := strconv.Atoi(f)
+		act := [4]uint64{1} // handler SIG_IGN, flags, restorer, mask
+		if _, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(n), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0); errno != 0 {
+			fmt.Fprintf(os.Stderr, "ignore signal %d: %v\n", n, errno)
+			os.Exit(96)
+		}
+	}
+	os.Unsetenv("SHIM_EXEC_IGNORING")
+	err := unix.Exec(os.Args[1], os.Args[1:], os.Environ())
+	fmt.Fprintf(os.Stderr, "exec %s: %v\n", os.Args[1], err)
+	os.Exit(95)
 }
