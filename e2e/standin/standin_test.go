@@ -7,251 +7,36 @@
 package standin
 
 import (
-	"archive/tar"
-	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/convex-shim/convex-shim/e2e/internal/dockertest"
 )
 
-// image is the tag build.sh produces; STANDIN_IMAGE overrides it.
-var image = func() string {
-	if v := os.Getenv("STANDIN_IMAGE"); v != "" {
-		return v
-	}
-	return "convex-standin:test"
-}()
+// image is the stand-in's tag (dockertest.StandinImage; STANDIN_IMAGE overrides it).
+var image = dockertest.StandinImage
 
-var (
-	buildOnce sync.Once
-	buildErr  error
-)
+type container = dockertest.Container
 
-// buildImage runs build.sh once per test binary; each test waits for it.
-func buildImage(t *testing.T) {
-	t.Helper()
-	buildOnce.Do(func() {
-		if out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("docker is not reachable (these tests need it and do not skip): docker version: %v\n%s", err, out)
-			return
-		}
-		out, err := exec.Command("bash", "build.sh", image).CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("build.sh %s: %v\n%s", image, err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-}
-
-func docker(args ...string) (string, error) {
-	out, err := exec.Command("docker", args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("docker %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return string(out), nil
-}
-
-type container struct {
-	name string
-	api  string // host:port published for 3210; empty if the container exited at once
-	site string // host:port published for 3211; empty if the container exited at once
-}
-
-// start runs the stand-in with env (KEY=VALUE) and extra docker run options, and removes it
-// (with its anonymous /convex/data volume) when the test ends, printing its logs on failure.
+// start builds the stand-in (once) and runs it with env (KEY=VALUE) and extra docker run
+// options; dockertest removes it, with its anonymous /convex/data volume, when the test ends
+// and prints its logs on failure.
 func start(t *testing.T, env []string, opts ...string) *container {
 	t.Helper()
-	buildImage(t)
-	c := &container{name: "convex-standin-test-" + randomSuffix()}
-	args := []string{"run", "-d", "--name", c.name, "-p", "127.0.0.1::3210", "-p", "127.0.0.1::3211"}
-	for _, e := range env {
-		args = append(args, "-e", e)
-	}
-	args = append(append(args, opts...), image)
-	if _, err := docker(args...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs, _ := docker("logs", c.name)
-			t.Logf("logs of %s:\n%s", c.name, logs)
-		}
-		if _, err := docker("rm", "-f", "-v", c.name); err != nil {
-			t.Log(err)
-		}
-	})
-	// Docker forgets the published ports of an exited container; tests of one that exits
-	// at once never use them.
-	c.api, _ = publishedPort(c.name, "3210/tcp")
-	c.site, _ = publishedPort(c.name, "3211/tcp")
-	return c
-}
-
-func publishedPort(name, port string) (string, error) {
-	out, err := docker("port", name, port)
-	if err != nil {
-		return "", err
-	}
-	// One line per host address; -p 127.0.0.1:: gives exactly one.
-	return strings.TrimSpace(strings.SplitN(out, "\n", 2)[0]), nil
-}
-
-// waitReady polls GET /version until it answers 200, failing early if the container exits.
-func (c *container) waitReady(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + c.api + "/version")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if state, _ := docker("inspect", "-f", "{{.State.Status}}", c.name); strings.TrimSpace(state) == "exited" || c.api == "" {
-			t.Fatalf("container %s exited before GET /version answered (last error: %v)", c.name, err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET http://%s/version: not ready after 30s: %v", c.api, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// waitLog waits until the container's output contains line.
-func (c *container) waitLog(t *testing.T, line string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		logs, err := docker("logs", c.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(logs, line) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container %s: no %q in its logs after 30s", c.name, line)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// wait blocks until the container exits and returns its exit code.
-func (c *container) wait(t *testing.T) int {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", "wait", c.name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("docker wait %s: %v: %s", c.name, err, out)
-	}
-	var code int
-	if _, err := fmt.Sscan(string(out), &code); err != nil {
-		t.Fatalf("docker wait %s: parse %q: %v", c.name, out, err)
-	}
-	return code
-}
-
-func (c *container) kill(t *testing.T, sig string) {
-	t.Helper()
-	if _, err := docker("kill", "-s", sig, c.name); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// signalLog returns the lines of /convex/data/signals.log, which works after the container
-// has exited too.
-func (c *container) signalLog(t *testing.T) []string {
-	t.Helper()
-	cmd := exec.Command("docker", "cp", c.name+":/convex/data/signals.log", "-")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("docker cp %s:/convex/data/signals.log: %v: %s", c.name, err, stderr.Bytes())
-	}
-	tr := tar.NewReader(bytes.NewReader(out))
-	if _, err := tr.Next(); err != nil {
-		t.Fatalf("read signals.log from docker cp: %v", err)
-	}
-	data, err := io.ReadAll(tr)
-	if err != nil {
-		t.Fatalf("read signals.log from docker cp: %v", err)
-	}
-	return strings.Split(strings.TrimSpace(string(data)), "\n")
-}
-
-type nodeResult struct {
-	OK      bool `json:"ok"`
-	Results []struct {
-		Op    string `json:"op"`
-		OK    bool   `json:"ok"`
-		Error string `json:"error"`
-	} `json:"results"`
-}
-
-// nodeAction runs a Node action in the stand-in that makes the callbacks in ops.
-func (c *container) nodeAction(delay string, ops ...string) (nodeResult, error) {
-	var res nodeResult
-	body, _ := json.Marshal(map[string]any{"ops": ops, "delay": delay})
-	resp, err := http.Post("http://"+c.api+"/test/node-action", "application/json", bytes.NewReader(body))
-	if err != nil {
-		return res, fmt.Errorf("post node-action %v: %w", ops, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return res, fmt.Errorf("read node-action %v reply: %w", ops, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return res, fmt.Errorf("node-action %v: HTTP %d: %s", ops, resp.StatusCode, raw)
-	}
-	if err := json.Unmarshal(raw, &res); err != nil {
-		return res, fmt.Errorf("decode node-action %v reply %q: %w", ops, raw, err)
-	}
-	return res, nil
-}
-
-func get(t *testing.T, url string) (string, *http.Response) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
-	}
-	return string(body), resp
-}
-
-func randomSuffix() string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	return hex.EncodeToString(b)
+	dockertest.BuildStandin(t)
+	return dockertest.Start(t, image, dockertest.Options{Env: env, Docker: opts})
 }
 
 const retryFast = "STANDIN_RETRY_BASE_MS=10"
 
 func TestImageLayout(t *testing.T) {
 	t.Parallel()
-	buildImage(t)
-	out, err := docker("image", "inspect", "-f",
+	dockertest.BuildStandin(t)
+	out, err := dockertest.Docker("image", "inspect", "-f",
 		"{{json .Config.WorkingDir}} {{json .Config.Entrypoint}} {{json .Config.Cmd}} {{json .Config.ExposedPorts}} {{json .Config.Volumes}}", image)
 	if err != nil {
 		t.Fatal(err)
@@ -266,12 +51,12 @@ func TestImageLayout(t *testing.T) {
 func TestVersionAfterStartup(t *testing.T) {
 	t.Parallel()
 	c := start(t, []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1"})
-	c.waitReady(t)
-	body, resp := get(t, "http://"+c.api+"/version")
+	c.WaitReady(t)
+	body, resp := dockertest.Get(t, "http://"+c.API+"/version")
 	if body != "unknown" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Errorf("GET /version = %q (%s), want \"unknown\" (text/plain)", body, resp.Header.Get("Content-Type"))
 	}
-	if body, _ := get(t, "http://"+c.site+"/hello"); body != "http action GET /hello\n" {
+	if body, _ := dockertest.Get(t, "http://"+c.Site+"/hello"); body != "http action GET /hello\n" {
 		t.Errorf("GET site /hello = %q, want it forwarded to /http/hello", body)
 	}
 }
@@ -280,8 +65,8 @@ func TestVersionAfterStartup(t *testing.T) {
 func TestSeedFailureReproduced(t *testing.T) {
 	t.Parallel()
 	c := start(t, []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1", retryFast})
-	c.waitReady(t)
-	res, err := c.nodeAction("", "query")
+	c.WaitReady(t)
+	res, err := c.NodeAction("", "query")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,16 +80,16 @@ func TestSeedFailureReproduced(t *testing.T) {
 func TestCallbacksWithPort3210Origin(t *testing.T) {
 	t.Parallel()
 	c := start(t, []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:3210", retryFast})
-	c.waitReady(t)
+	c.WaitReady(t)
 	ops := []string{"query", "mutation", "action", "schedule_job", "storage_store", "storage_get", "storage_delete"}
-	res, err := c.nodeAction("", ops...)
+	res, err := c.NodeAction("", ops...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !res.OK || len(res.Results) != len(ops) {
 		t.Fatalf("node action %v = %+v, want all ok", ops, res)
 	}
-	if body, resp := get(t, "http://"+c.api+"/api/actions/query"); resp.StatusCode != http.StatusMethodNotAllowed {
+	if body, resp := dockertest.Get(t, "http://"+c.API+"/api/actions/query"); resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("GET /api/actions/query = %d %q, want 405", resp.StatusCode, body)
 	}
 }
@@ -314,28 +99,28 @@ func TestCallbacksWithPort3210Origin(t *testing.T) {
 func TestSIGINTDrainsAndExitsZero(t *testing.T) {
 	t.Parallel()
 	c := start(t, []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:3210", retryFast})
-	c.waitReady(t)
+	c.WaitReady(t)
 	// Start the Node server, then keep a callback in flight across the SIGINT.
-	if res, err := c.nodeAction("", "query"); err != nil || !res.OK {
+	if res, err := c.NodeAction("", "query"); err != nil || !res.OK {
 		t.Fatalf("node action query = %+v, %v; want ok", res, err)
 	}
 	done := make(chan error, 1)
 	go func() {
-		res, err := c.nodeAction("2s", "query")
+		res, err := c.NodeAction("2s", "query")
 		if err == nil && !res.OK {
 			err = fmt.Errorf("node action query during drain = %+v, want ok", res)
 		}
 		done <- err
 	}()
-	c.waitLog(t, "callback query: sleeping 2s")
-	c.kill(t, "INT")
+	c.WaitLog(t, "callback query: sleeping 2s")
+	c.Kill(t, "INT")
 	if err := <-done; err != nil {
 		t.Error(err)
 	}
-	if code := c.wait(t); code != 0 {
+	if code := c.Wait(t); code != 0 {
 		t.Errorf("exit code after SIGINT = %d, want 0", code)
 	}
-	if got := c.signalLog(t); len(got) != 1 || got[0] != "backend SIGINT" {
+	if got := c.SignalLog(t); len(got) != 1 || got[0] != "backend SIGINT" {
 		t.Errorf("signal log = %q, want exactly [backend SIGINT] (no node line)", got)
 	}
 }
@@ -345,18 +130,18 @@ func TestSIGINTDrainsAndExitsZero(t *testing.T) {
 func TestDockerStopTimesOutOnStockImage(t *testing.T) {
 	t.Parallel()
 	c := start(t, []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:3210"})
-	c.waitReady(t)
+	c.WaitReady(t)
 	began := time.Now()
-	if _, err := docker("stop", "-t", "2", c.name); err != nil {
+	if _, err := dockertest.Docker("stop", "-t", "2", c.Name); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(began); took < 2*time.Second {
 		t.Errorf("docker stop -t 2 took %s, want the full 2s timeout", took)
 	}
-	if code := c.wait(t); code != 137 {
+	if code := c.Wait(t); code != 137 {
 		t.Errorf("exit code after docker stop = %d, want 137", code)
 	}
-	if got := c.signalLog(t); len(got) != 1 || got[0] != "backend SIGTERM" {
+	if got := c.SignalLog(t); len(got) != 1 || got[0] != "backend SIGTERM" {
 		t.Errorf("signal log = %q, want exactly [backend SIGTERM]", got)
 	}
 }
@@ -365,15 +150,15 @@ func TestDockerStopTimesOutOnStockImage(t *testing.T) {
 func TestSecondSIGINTForcesExitOne(t *testing.T) {
 	t.Parallel()
 	c := start(t, []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:3210", "STANDIN_DRAIN_DELAY=60s"})
-	c.waitReady(t)
-	c.kill(t, "INT")
-	c.waitLog(t, "shutting down")
-	c.kill(t, "INT")
-	if code := c.wait(t); code != 1 {
+	c.WaitReady(t)
+	c.Kill(t, "INT")
+	c.WaitLog(t, "shutting down")
+	c.Kill(t, "INT")
+	if code := c.Wait(t); code != 1 {
 		t.Errorf("exit code after two SIGINTs = %d, want 1", code)
 	}
-	c.waitLog(t, "Forcibly shutting down!")
-	if got := c.signalLog(t); strings.Join(got, ",") != "backend SIGINT,backend SIGINT" {
+	c.WaitLog(t, "Forcibly shutting down!")
+	if got := c.SignalLog(t); strings.Join(got, ",") != "backend SIGINT,backend SIGINT" {
 		t.Errorf("signal log = %q, want two backend SIGINT lines", got)
 	}
 }
@@ -391,27 +176,27 @@ func TestNotPID1(t *testing.T) {
 		lines []string
 	}{
 		{"SIGTERM kills at once", env, func(t *testing.T, c *container) {
-			c.waitReady(t)
-			c.kill(t, "TERM")
+			c.WaitReady(t)
+			c.Kill(t, "TERM")
 		}, 128 + 15, []string{"backend SIGTERM"}},
 		{"SIGINT during startup kills", slices.Concat(env, []string{"STANDIN_STARTUP_DELAY=60s"}), func(t *testing.T, c *container) {
-			c.waitLog(t, "starting up")
-			c.kill(t, "INT")
+			c.WaitLog(t, "starting up")
+			c.Kill(t, "INT")
 		}, 128 + 2, []string{"backend SIGINT"}},
 		{"SIGUSR1 is ignored", env, func(t *testing.T, c *container) {
-			c.waitReady(t)
-			c.kill(t, "USR1")
-			c.waitLog(t, "received SIGUSR1")
-			c.waitReady(t)
-			c.kill(t, "INT")
+			c.WaitReady(t)
+			c.Kill(t, "USR1")
+			c.WaitLog(t, "received SIGUSR1")
+			c.WaitReady(t)
+			c.Kill(t, "INT")
 		}, 0, []string{"backend SIGUSR1", "backend SIGINT"}},
 		{"abort is 134", env, func(t *testing.T, c *container) {
-			c.waitReady(t)
-			post(t, "http://"+c.api+"/test/abort")
+			c.WaitReady(t)
+			c.Post(t, "/test/abort", http.StatusAccepted)
 		}, 134, nil},
 		{"exit code passes through", env, func(t *testing.T, c *container) {
-			c.waitReady(t)
-			post(t, "http://"+c.api+"/test/exit?code=3")
+			c.WaitReady(t)
+			c.Post(t, "/test/exit?code=3", http.StatusAccepted)
 		}, 3, nil},
 		{"STANDIN_EXIT_CODE after startup", slices.Concat(env, []string{"STANDIN_EXIT_CODE=5", "STANDIN_STARTUP_DELAY=0s"}),
 			func(t *testing.T, c *container) {}, 5, nil},
@@ -421,27 +206,15 @@ func TestNotPID1(t *testing.T) {
 			t.Parallel()
 			c := start(t, tc.env, "--init")
 			tc.act(t, c)
-			if code := c.wait(t); code != tc.code {
+			if code := c.Wait(t); code != tc.code {
 				t.Errorf("exit code = %d, want %d", code, tc.code)
 			}
 			if tc.lines == nil {
 				return
 			}
-			if got := c.signalLog(t); strings.Join(got, " ") != strings.Join(tc.lines, " ") {
+			if got := c.SignalLog(t); strings.Join(got, " ") != strings.Join(tc.lines, " ") {
 				t.Errorf("signal log = %q, want %q", got, tc.lines)
 			}
 		})
-	}
-}
-
-func post(t *testing.T, url string) {
-	t.Helper()
-	resp, err := http.Post(url, "", nil)
-	if err != nil {
-		t.Fatalf("POST %s: %v", url, err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST %s: HTTP %d, want 202", url, resp.StatusCode)
 	}
 }
