@@ -19,6 +19,9 @@ import (
 type config struct {
 	forwards     []forwardSpec
 	forwardsFrom string // where forwards came from, for error messages
+	autoForward  bool
+	notices      []notice // what the origins mean, logged once at startup
+	check        bool     // probe the forwards instead of running a program
 	allowPublic  bool
 	dialRetry    time.Duration
 	stopSignal   unix.Signal
@@ -28,9 +31,18 @@ type config struct {
 	program      []string // program and its arguments
 }
 
-type forwardSpec struct{ listen, target string }
+type forwardSpec struct {
+	listen, target string
+	from           string // what asked for it: a flag, an env twin, an origin, "default"
+	optional       bool   // skipped if the address does not exist ([::1] without IPv6)
+}
 
 func (f forwardSpec) String() string { return f.listen + "=" + f.target }
+
+type notice struct {
+	text  string
+	debug bool // routine: logged only with -v
+}
 
 // setting is one operator knob: a flag, its environment twin and its
 // default. The list below is the single source for parsing and --help.
@@ -44,8 +56,13 @@ var settings = []setting{
 	{
 		name: "forward", env: "CONVEX_SHIM_FORWARD", arg: "LISTEN=TARGET",
 		def:   "127.0.0.1:80=127.0.0.1:3210",
-		usage: "forward connections on LISTEN to TARGET, both host:port; repeat the flag (or separate with commas in the env twin) for more; \"off\" for none",
+		usage: "forward connections on LISTEN to TARGET, both host:port; repeat the flag (or separate with commas in the env twin) for more; \"off\" for no forwards at all, automatic ones included",
 		apply: applyForwards,
+	},
+	{
+		name: "auto-forward", env: "CONVEX_SHIM_AUTO_FORWARD", bool: true, def: "true",
+		usage: "also forward the loopback address and port that CONVEX_CLOUD_ORIGIN (to 3210) and CONVEX_SITE_ORIGIN (to 3211) name, where the backend does not listen itself",
+		apply: func(c *config, v string) (err error) { c.autoForward, err = parseBool(v); return },
 	},
 	{
 		name: "allow-public", env: "CONVEX_SHIM_ALLOW_PUBLIC", bool: true, def: "false",
@@ -104,6 +121,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	help := fs.Bool("help", false, "")
 	fs.BoolVar(help, "h", false, "")
 	version := fs.Bool("version", false, "")
+	check := fs.Bool("check", false, "")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -125,7 +143,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 			if v := getenv(s.env); v != "" {
 				vals, source = []string{v}, s.env
 			} else {
-				vals, source = []string{s.def}, "default of --"+s.name
+				vals, source = []string{s.def}, "default"
 			}
 		}
 		if s.name == "forward" {
@@ -140,11 +158,16 @@ func parse(args []string, getenv func(string) string) (config, error) {
 			return config{}, fmt.Errorf("%s %q: %w", source, vals[0], err)
 		}
 	}
+	if c.forwards == nil {
+		c.autoForward = false // "off" means no forwards at all
+	}
+	addOriginForwards(&c, getenv)
+	c.check = *check
 	c.program = fs.Args()
-	if len(c.program) == 0 {
+	if !c.check && len(c.program) == 0 {
 		return config{}, errors.New("no program to run; usage: convex-shim [flags] -- program [args...]")
 	}
-	if c.program[0] == "" {
+	if !c.check && c.program[0] == "" {
 		return config{}, errors.New("program name is empty; usage: convex-shim [flags] -- program [args...]")
 	}
 	if !c.allowPublic {
@@ -168,6 +191,7 @@ func applyForwards(c *config, v string) error {
 		if err != nil {
 			return err
 		}
+		f.from = c.forwardsFrom
 		if seen[f.listen] {
 			return fmt.Errorf("%s is forwarded twice; give each listen address once", f.listen)
 		}
@@ -190,7 +214,7 @@ func parseForward(spec string) (forwardSpec, error) {
 	if err := checkHostPort(target, false); err != nil {
 		return forwardSpec{}, fmt.Errorf("target address %q: %w", target, err)
 	}
-	return forwardSpec{listen, target}, nil
+	return forwardSpec{listen: listen, target: target}, nil
 }
 
 func checkHostPort(addr string, ipOnly bool) error {

@@ -20,13 +20,24 @@ func env(kv ...string) func(string) string {
 }
 
 var defaults = config{
-	forwards:     []forwardSpec{{"127.0.0.1:80", "127.0.0.1:3210"}},
-	forwardsFrom: "default of --forward",
+	forwards:     []forwardSpec{{listen: "127.0.0.1:80", target: "127.0.0.1:3210", from: "default"}},
+	forwardsFrom: "default",
+	autoForward:  true,
 	dialRetry:    60 * time.Second,
 	stopSignal:   unix.SIGINT,
 	grace:        8 * time.Second,
 	cleanupGrace: 2 * time.Second,
 	program:      []string{"./run_backend.sh"},
+}
+
+// fws builds forwards as parse does: from names what asked for them.
+func fws(from string, specs ...string) []forwardSpec {
+	var out []forwardSpec
+	for _, s := range specs {
+		l, t, _ := strings.Cut(s, "=")
+		out = append(out, forwardSpec{listen: l, target: t, from: from})
+	}
+	return out
 }
 
 func TestParse(t *testing.T) {
@@ -49,36 +60,36 @@ func TestParse(t *testing.T) {
 		{"forward flag repeated",
 			[]string{"--forward", "127.0.0.1:80=127.0.0.1:3210", "--forward=[::1]:80=127.0.0.1:3210", "./run_backend.sh"}, env(),
 			with(func(c *config) {
-				c.forwards = []forwardSpec{{"127.0.0.1:80", "127.0.0.1:3210"}, {"[::1]:80", "127.0.0.1:3210"}}
+				c.forwards = fws("--forward", "127.0.0.1:80=127.0.0.1:3210", "[::1]:80=127.0.0.1:3210")
 				c.forwardsFrom = "--forward"
 			})},
 		{"forward env list",
 			[]string{"./run_backend.sh"}, env("CONVEX_SHIM_FORWARD", "127.0.0.1:8080=127.0.0.1:3210, 127.0.0.1:80=127.0.0.1:3211"),
 			with(func(c *config) {
-				c.forwards = []forwardSpec{{"127.0.0.1:8080", "127.0.0.1:3210"}, {"127.0.0.1:80", "127.0.0.1:3211"}}
+				c.forwards = fws("CONVEX_SHIM_FORWARD", "127.0.0.1:8080=127.0.0.1:3210", "127.0.0.1:80=127.0.0.1:3211")
 				c.forwardsFrom = "CONVEX_SHIM_FORWARD"
 			})},
 		{"forward off", []string{"--forward", "off", "./run_backend.sh"}, env(),
-			with(func(c *config) { c.forwards, c.forwardsFrom = nil, "--forward" })},
+			with(func(c *config) { c.forwards, c.forwardsFrom, c.autoForward = nil, "--forward", false })},
 		{"forward off by env", []string{"./run_backend.sh"}, env("CONVEX_SHIM_FORWARD", "off"),
-			with(func(c *config) { c.forwards, c.forwardsFrom = nil, "CONVEX_SHIM_FORWARD" })},
+			with(func(c *config) { c.forwards, c.forwardsFrom, c.autoForward = nil, "CONVEX_SHIM_FORWARD", false })},
 		{"flag beats env",
 			[]string{"--grace", "25s", "--forward", "127.0.0.1:81=127.0.0.1:3210", "./run_backend.sh"},
 			env("CONVEX_SHIM_GRACE", "3s", "CONVEX_SHIM_FORWARD", "127.0.0.1:82=127.0.0.1:3210"),
 			with(func(c *config) {
 				c.grace = 25 * time.Second
-				c.forwards, c.forwardsFrom = []forwardSpec{{"127.0.0.1:81", "127.0.0.1:3210"}}, "--forward"
+				c.forwards, c.forwardsFrom = fws("--forward", "127.0.0.1:81=127.0.0.1:3210"), "--forward"
 			})},
 		{"public with opt-in flag", []string{"--allow-public", "--forward", "0.0.0.0:80=127.0.0.1:3210", "./run_backend.sh"}, env(),
 			with(func(c *config) {
 				c.allowPublic = true
-				c.forwards, c.forwardsFrom = []forwardSpec{{"0.0.0.0:80", "127.0.0.1:3210"}}, "--forward"
+				c.forwards, c.forwardsFrom = fws("--forward", "0.0.0.0:80=127.0.0.1:3210"), "--forward"
 			})},
 		{"public with opt-in env", []string{"./run_backend.sh"},
 			env("CONVEX_SHIM_ALLOW_PUBLIC", "1", "CONVEX_SHIM_FORWARD", "[::]:80=127.0.0.1:3210"),
 			with(func(c *config) {
 				c.allowPublic = true
-				c.forwards, c.forwardsFrom = []forwardSpec{{"[::]:80", "127.0.0.1:3210"}}, "CONVEX_SHIM_FORWARD"
+				c.forwards, c.forwardsFrom = fws("CONVEX_SHIM_FORWARD", "[::]:80=127.0.0.1:3210"), "CONVEX_SHIM_FORWARD"
 			})},
 		{"dial retry flag", []string{"--dial-retry", "5s", "./run_backend.sh"}, env(),
 			with(func(c *config) { c.dialRetry = 5 * time.Second })},

@@ -55,6 +55,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return exitUsage
 	}
 
+	if cfg.check {
+		return runCheck(cfg, stdout)
+	}
+
 	logger := log.New(stderr, "convex-shim: ", 0)
 	// A missing program is reported before any port is bound.
 	if _, err := shim.LookPath(cfg.program[0], os.Environ()); err != nil {
@@ -63,6 +67,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	var debugLog *log.Logger
 	if cfg.verbose {
 		debugLog = logger
+	}
+	for _, n := range cfg.notices {
+		if !n.debug {
+			logger.Print(n.text)
+		} else if debugLog != nil {
+			debugLog.Print(n.text)
+		}
 	}
 
 	// Every listener is bound before the backend starts, so its first Node
@@ -76,6 +87,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	for _, f := range cfg.forwards {
 		p := &forward.Proxy{Listen: f.listen, Target: f.target, DialRetry: cfg.dialRetry, Log: logger, Debug: debugLog}
 		if err := p.Start(); err != nil {
+			if f.optional && isAddrMissing(err) {
+				logf(debugLog, "skipping %s from %s: %v", f.listen, f.from, err)
+				continue
+			}
 			logger.Print(err)
 			return exitSetup
 		}
@@ -103,6 +118,18 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return status
 }
 
+// isAddrMissing reports an address this machine does not have, such as
+// [::1] in a container without IPv6.
+func isAddrMissing(err error) bool {
+	return errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.ENETUNREACH)
+}
+
+func logf(l *log.Logger, format string, args ...any) {
+	if l != nil {
+		l.Printf(format, args...)
+	}
+}
+
 func startFailed(logger *log.Logger, err error) int {
 	logger.Print(err)
 	if se := (*shim.StartError)(nil); errors.As(err, &se) {
@@ -118,7 +145,7 @@ func summary(c config) string {
 	if len(c.forwards) > 0 {
 		var parts []string
 		for _, f := range c.forwards {
-			parts = append(parts, f.listen+" -> "+f.target)
+			parts = append(parts, fmt.Sprintf("%s -> %s (%s)", f.listen, f.target, f.from))
 		}
 		fw = "forwarding " + strings.Join(parts, ", ")
 	}
@@ -162,7 +189,12 @@ Flags (each has an environment twin; a flag beats its twin):
 		}
 		fmt.Fprintf(&b, "  %s\n%s      env %s, default %s\n", name, wrap(s.usage, "      ", 78), s.env, s.def)
 	}
-	b.WriteString(`  -h, --help       print this help
+	b.WriteString(`  --check
+      print the routing table and probe every forward end to end (GET
+      /version through its listen address); exit 0 if all answer, 1 if not.
+      Reads the same flags and environment as a normal start, so use it as a
+      Docker HEALTHCHECK or Kubernetes exec probe; no program is needed
+  -h, --help       print this help
   --version        print the version
 
 Durations are Go durations (8s, 1m30s) or whole seconds.
@@ -184,6 +216,7 @@ Exit codes:
   2       usage error: bad flag or environment value, or no program
   126     the program is not executable (or is a directory)
   127     the program was not found
+With --check: 0 every route answered, 1 one did not, 2 usage error.
 `)
 	return b.String()
 }

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// exitCheckFailed is --check's code when any route does not answer.
+const exitCheckFailed = 1
+
+// checkTimeout bounds each probe. Docker's HEALTHCHECK default timeout is
+// 30 s and a Kubernetes probe's 1 s is raised in the examples; a healthy
+// backend answers /version in milliseconds.
+const checkTimeout = 3 * time.Second
+
+// runCheck prints the routing table and probes every forward end to end,
+// GET /version through its listen address, as a Node action's callback
+// would travel. It needs no curl in the image, so it serves as a Docker
+// HEALTHCHECK and a Kubernetes exec probe.
+func runCheck(c config, out io.Writer) int {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "LISTEN\tTARGET\tFROM\tCHECK")
+	routes := c.forwards
+	if len(routes) == 0 {
+		// No forwards: still say whether the backend itself answers.
+		routes = []forwardSpec{{listen: fmt.Sprintf("127.0.0.1:%d", apiPort), target: "-", from: "backend (no forwards)"}}
+	}
+	failed := 0
+	for _, f := range routes {
+		result := "ok"
+		if err := probe(f); err != nil {
+			var skip skipError
+			if errors.As(err, &skip) {
+				result = "skipped: " + err.Error()
+			} else {
+				result, failed = "FAIL: "+err.Error(), failed+1
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.listen, f.target, f.from, result)
+	}
+	tw.Flush()
+	for _, n := range c.notices {
+		fmt.Fprintln(out, "note:", n.text)
+	}
+	if failed > 0 {
+		fmt.Fprintf(out, "%d of %d routes failed\n", failed, len(routes))
+		return exitCheckFailed
+	}
+	return 0
+}
+
+// skipError marks an optional route whose address does not exist here.
+type skipError struct{ error }
+
+func probe(f forwardSpec) error {
+	// The target first: if the backend refuses, the forwarder would hold
+	// the probe for --dial-retry; say plainly that the backend is down.
+	if f.target != "-" {
+		c, err := net.DialTimeout("tcp", f.target, checkTimeout)
+		if err != nil {
+			return fmt.Errorf("backend at %s: %w", f.target, err)
+		}
+		c.Close()
+	}
+	err := getVersion(f.listen)
+	if f.optional && isAddrMissing(err) {
+		return skipError{err}
+	}
+	return err
+}
+
+// getVersion does GET /version over HTTP/1.1 by hand: net/http would
+// double the size of a binary that is otherwise a few megabytes.
+func getVersion(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, checkTimeout)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(checkTimeout))
+	if _, err := fmt.Fprintf(c, "GET /version HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr); err != nil {
+		return fmt.Errorf("GET http://%s/version: %w", addr, err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("GET http://%s/version: no response: %w", addr, err)
+	}
+	// "HTTP/1.1 200 OK"
+	if f := strings.Fields(line); len(f) < 2 || !strings.HasPrefix(f[0], "HTTP/") || f[1] != "200" {
+		return fmt.Errorf("GET http://%s/version: %s", addr, strings.TrimSpace(line))
+	}
+	return nil
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestRouteOrigin(t *testing.T) {
+	api := func(listens ...string) []forwardSpec {
+		var out []forwardSpec
+		for i, l := range listens {
+			out = append(out, forwardSpec{listen: l, target: "127.0.0.1:3210", from: "CONVEX_CLOUD_ORIGIN", optional: i > 0})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		value    string
+		forwards []forwardSpec
+		notice   string // substring; "" means no notice
+		debug    bool
+	}{
+		{"http://127.0.0.1", api("127.0.0.1:80"), "", false},
+		{"http://127.0.0.1/", api("127.0.0.1:80"), "", false},
+		{"http://127.0.0.1:80", api("127.0.0.1:80"), "", false},
+		{"http://127.0.0.1:8080", api("127.0.0.1:8080"), "", false},
+		{"http://127.0.0.1:8080/convex/path?x=1", api("127.0.0.1:8080"), "", false},
+		{"http://127.8.9.10:81", api("127.8.9.10:81"), "", false},
+		{"HTTP://LOCALHOST", api("127.0.0.1:80", "[::1]:80"), "", false},
+		{"http://localhost:8080", api("127.0.0.1:8080", "[::1]:8080"), "", false},
+		{"http://[::1]", api("[::1]:80"), "", false},
+		{"http://[::1]:9000/", api("[::1]:9000"), "", false},
+		{"http://[::ffff:127.0.0.1]:8080", api("127.0.0.1:8080"), "", false},
+		{"http://127.0.0.1:3210", nil, "the backend itself listens on 127.0.0.1:3210", true},
+		{"http://localhost:3210", nil, "no forward needed", true},
+		{"http://127.0.0.1:3211", nil, "port 3211, which is the backend's other port", false},
+		{"https://api.example.com", nil, "out of the container", false},
+		{"https://127.0.0.1", nil, "plain HTTP", false},
+		{"http://10.0.0.5:3210", nil, "10.0.0.5:3210, out of the container", false},
+		{"http://convex.internal", nil, "convex.internal:80", false},
+		{"http://0.0.0.0", nil, "out of the container", false},
+		{"", nil, "", false},
+		{"127.0.0.1:80", nil, "is not a URL", false},
+		{"localhost", nil, "is not a URL", false},
+		{"ftp://127.0.0.1", nil, "is not a URL", false},
+		{"http://", nil, "is not a URL", false},
+		{"http://127.0.0.1:99999", nil, "not 1 to 65535", false},
+		{"http://127.0.0.1:0", nil, "not 1 to 65535", false},
+		{"::garbage::", nil, "is not a URL", false},
+		{"http://[::1", nil, "is not a URL", false},
+	} {
+		r := routeOrigin("CONVEX_CLOUD_ORIGIN", tc.value, apiPort)
+		if !reflect.DeepEqual(r.forwards, tc.forwards) {
+			t.Errorf("%q: forwards %+v, want %+v", tc.value, r.forwards, tc.forwards)
+		}
+		if tc.notice == "" && r.notice != "" || !strings.Contains(r.notice, tc.notice) || r.debug != tc.debug {
+			t.Errorf("%q: notice %q (debug %v), want %q (debug %v)", tc.value, r.notice, r.debug, tc.notice, tc.debug)
+		}
+		if tc.notice != "" && !strings.HasPrefix(r.notice, "CONVEX_CLOUD_ORIGIN") {
+			t.Errorf("%q: notice %q does not name the variable", tc.value, r.notice)
+		}
+	}
+}
+
+func TestSiteOriginForwardsTo3211(t *testing.T) {
+	r := routeOrigin("CONVEX_SITE_ORIGIN", "http://127.0.0.1:8081", sitePort)
+	want := []forwardSpec{{listen: "127.0.0.1:8081", target: "127.0.0.1:3211", from: "CONVEX_SITE_ORIGIN"}}
+	if !reflect.DeepEqual(r.forwards, want) || r.notice != "" {
+		t.Fatalf("got %+v %q", r.forwards, r.notice)
+	}
+	if r := routeOrigin("CONVEX_SITE_ORIGIN", "http://127.0.0.1:3210", sitePort); !strings.Contains(r.notice, "stands for port 3211") {
+		t.Fatalf("site origin on the API port: %q", r.notice)
+	}
+}
+
+// How origins combine with configured forwards: the default stays,
+// configured forwards win a shared address, the cloud origin beats the site
+// origin, and the switches turn automatic forwards off.
+func TestParseOriginForwards(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     []string
+		want    []string // listen=target (from)
+		notices []string
+	}{
+		{"port 80 origin merges with the default", nil,
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)"}, nil},
+		{"compose PORT=8080", nil,
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080", "CONVEX_SITE_ORIGIN", "http://127.0.0.1:8081"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)", "127.0.0.1:8080=127.0.0.1:3210 (CONVEX_CLOUD_ORIGIN)", "127.0.0.1:8081=127.0.0.1:3211 (CONVEX_SITE_ORIGIN)"}, nil},
+		{"localhost adds ::1", nil,
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://localhost"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)", "[::1]:80=127.0.0.1:3210 (CONVEX_CLOUD_ORIGIN)"}, nil},
+		{"both origins on port 80: cloud wins", nil,
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1", "CONVEX_SITE_ORIGIN", "http://127.0.0.1"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)"},
+			[]string{"CONVEX_SITE_ORIGIN asks to forward 127.0.0.1:80 to 127.0.0.1:3211, but default already forwards it to 127.0.0.1:3210; keeping that"}},
+		{"configured forward wins", []string{"--forward", "127.0.0.1:8080=127.0.0.1:9999"},
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080"},
+			[]string{"127.0.0.1:8080=127.0.0.1:9999 (--forward)"},
+			[]string{"CONVEX_CLOUD_ORIGIN asks to forward 127.0.0.1:8080 to 127.0.0.1:3210, but --forward already forwards it"}},
+		{"configured forwards replace the default, origins still add", []string{"--forward", "127.0.0.1:81=127.0.0.1:3210"},
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080"},
+			[]string{"127.0.0.1:81=127.0.0.1:3210 (--forward)", "127.0.0.1:8080=127.0.0.1:3210 (CONVEX_CLOUD_ORIGIN)"}, nil},
+		{"auto off by flag", []string{"--auto-forward=false"},
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)"},
+			[]string{"callbacks to 127.0.0.1:8080 will be refused"}},
+		{"auto off by env", nil,
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080", "CONVEX_SHIM_AUTO_FORWARD", "0"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)"}, []string{"will be refused"}},
+		{"flag beats env twin", []string{"--auto-forward"},
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080", "CONVEX_SHIM_AUTO_FORWARD", "0"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)", "127.0.0.1:8080=127.0.0.1:3210 (CONVEX_CLOUD_ORIGIN)"}, nil},
+		{"forward off means none at all", []string{"--forward", "off"},
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080"},
+			nil, []string{"will be refused"}},
+		{"https origin: a notice, no forward", nil,
+			[]string{"CONVEX_CLOUD_ORIGIN", "https://app.fly.dev"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)"},
+			[]string{"CONVEX_CLOUD_ORIGIN is https://app.fly.dev: Node actions call back to app.fly.dev:443, out of the container"}},
+		{"bad origin: a warning, not an error", nil,
+			[]string{"CONVEX_CLOUD_ORIGIN", "127.0.0.1:8080"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)"},
+			[]string{`CONVEX_CLOUD_ORIGIN="127.0.0.1:8080" is not a URL`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parse(append(tc.args, "./run_backend.sh"), env(tc.env...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, f := range c.forwards {
+				got = append(got, f.String()+" ("+f.from+")")
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("forwards %q, want %q", got, tc.want)
+			}
+			var notes []string
+			for _, n := range c.notices {
+				if !n.debug {
+					notes = append(notes, n.text)
+				}
+			}
+			if len(notes) != len(tc.notices) {
+				t.Fatalf("notices %q, want %d like %q", notes, len(tc.notices), tc.notices)
+			}
+			for i, n := range tc.notices {
+				if !strings.Contains(notes[i], n) {
+					t.Errorf("notice %q lacks %q", notes[i], n)
+				}
+			}
+		})
+	}
+}
+
+// Secrets in the environment never reach a log line or the routing table.
+func TestNoticesNeverNameSecrets(t *testing.T) {
+	secrets := []string{"INSTANCE_SECRET", "s3cr3t-value", "POSTGRES_URL", "postgres://u:pw@db/x"}
+	c, err := parse([]string{"--check"}, env(
+		"INSTANCE_SECRET", "s3cr3t-value", "POSTGRES_URL", "postgres://u:pw@db/x",
+		"CONVEX_CLOUD_ORIGIN", "https://a.example", "CONVEX_SITE_ORIGIN", "nonsense"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for _, n := range c.notices {
+		all.WriteString(n.text)
+	}
+	all.WriteString(summary(config{forwards: c.forwards, program: []string{"x"}}))
+	for _, s := range secrets {
+		if strings.Contains(all.String(), s) {
+			t.Errorf("%q logged", s)
+		}
+	}
+}
