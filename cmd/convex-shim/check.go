@@ -64,7 +64,7 @@ func probe(f forwardSpec) error {
 	if f.target != "-" {
 		c, err := net.DialTimeout("tcp", f.target, checkTimeout)
 		if err != nil {
-			return fmt.Errorf("backend at %s: %w", f.target, err)
+			return fmt.Errorf("backend at %s: %w", f.target, bare(err))
 		}
 		c.Close()
 	}
@@ -80,7 +80,7 @@ func probe(f forwardSpec) error {
 func getVersion(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, checkTimeout)
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", addr, err)
+		return fmt.Errorf("connect %s: %w (is convex-shim running in this network namespace?)", addr, bare(err))
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(checkTimeout))
@@ -96,4 +96,13 @@ func getVersion(addr string) error {
 		return fmt.Errorf("GET http://%s/version: %s", addr, strings.TrimSpace(line))
 	}
 	return nil
+}
+
+// bare drops net.OpError's repetition of the address the caller names.
+func bare(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op.Err
+	}
+	return err
 }

@@ -80,9 +80,11 @@ func backend() {
 		p.Wait()
 		fmt.Println("orphans spawned", n)
 	}
-	if url := os.Getenv("HELPER_CALLBACK"); url != "" {
-		// Like a Node action calling back before the backend listens.
-		go callback(url)
+	if urls := os.Getenv("HELPER_CALLBACK"); urls != "" {
+		// Like Node actions calling back, possibly before the backend listens.
+		for _, url := range strings.Split(urls, ",") {
+			go callback(url)
+		}
 	}
 	if addr := os.Getenv("HELPER_LISTEN"); addr != "" {
 		if d, err := time.ParseDuration(os.Getenv("HELPER_LISTEN_DELAY")); err == nil {
@@ -143,12 +145,12 @@ func grandchild() {
 func callback(url string) {
 	resp, err := http.Get(url)
 	if err != nil {
-		fmt.Println("callback error:", err)
+		fmt.Printf("callback %s error: %v\n", url, err)
 		return
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	fmt.Printf("callback: %d %s\n", resp.StatusCode, body)
+	fmt.Printf("callback %s: %d %s\n", url, resp.StatusCode, body)
 }
 
 // execIgnoring sets the listed signals to SIG_IGN and execs os.Args[1:],

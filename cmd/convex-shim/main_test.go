@@ -422,14 +422,14 @@ func TestPID1ForwardsPort80ToBackend(t *testing.T) {
 		"HELPER_LISTEN=127.0.0.1:3210", "HELPER_LISTEN_DELAY=700ms",
 		"HELPER_CALLBACK=http://127.0.0.1/version",
 	}})
-	if l := in.waitLine("callback"); l != "callback: 200 unknown via 127.0.0.1:3210" {
+	if l := in.waitLine("callback"); l != "callback http://127.0.0.1/version: 200 unknown via 127.0.0.1:3210" {
 		t.Fatalf("callback through 127.0.0.1:80: %q", l)
 	}
 	in.signal(syscall.SIGTERM)
 	if code := in.wait(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	if !strings.Contains(in.stderr.String(), "forwarding 127.0.0.1:80 -> 127.0.0.1:3210") {
+	if !strings.Contains(in.stderr.String(), "forwarding 127.0.0.1:80 -> 127.0.0.1:3210 (default)") {
 		t.Errorf("startup line lacks the forward: %q", in.stderr)
 	}
 }
@@ -493,4 +493,74 @@ func TestBindFailureStopsBeforeStart(t *testing.T) {
 	if strings.Count(got, "\n") != 1 || !strings.Contains(got, "listen "+busy.Addr().String()) || !strings.Contains(got, "address already in use") {
 		t.Fatalf("want one line naming the address and cause, got %q", got)
 	}
+}
+
+// Origins other than port 80: Convex's compose file uses
+// http://127.0.0.1:${PORT}; localhost may resolve to ::1 first; the site
+// origin stands for port 3211. Each callback must reach the fake backend.
+func TestPID1OriginForwards(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cloud     string
+		site      string
+		callbacks map[string]string // URL -> the listener that must answer
+	}{
+		{"compose PORT=8080", "http://127.0.0.1:8080", "http://127.0.0.1:8081", map[string]string{
+			"http://127.0.0.1:8080/version": "127.0.0.1:3210",
+			"http://127.0.0.1:8081/version": "127.0.0.1:3211",
+			"http://127.0.0.1/version":      "127.0.0.1:3210", // the default stays
+		}},
+		{"localhost", "http://localhost", "", map[string]string{
+			"http://127.0.0.1/version": "127.0.0.1:3210",
+			"http://[::1]/version":     "127.0.0.1:3210",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var urls []string
+			for u := range tc.callbacks {
+				urls = append(urls, u)
+			}
+			in := start(t, opts{pid1: true, env: []string{
+				"CONVEX_CLOUD_ORIGIN=" + tc.cloud, "CONVEX_SITE_ORIGIN=" + tc.site,
+				"HELPER_LISTEN=127.0.0.1:3210,127.0.0.1:3211", "HELPER_LISTEN_DELAY=200ms",
+				"HELPER_CALLBACK=" + strings.Join(urls, ","),
+			}})
+			for u, via := range tc.callbacks {
+				if l, want := in.waitLine("callback "+u), "callback "+u+": 200 unknown via "+via; l != want {
+					t.Errorf("got %q, want %q", l, want)
+				}
+			}
+			in.signal(syscall.SIGTERM)
+			if code := in.wait(); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+		})
+	}
+}
+
+// --check from inside the shim's network namespace, as a HEALTHCHECK runs.
+func TestPID1Check(t *testing.T) {
+	check := func(in *instance) (int, string) {
+		cmd := exec.Command("nsenter", "-t", strconv.Itoa(in.cmd.Process.Pid), "-n", "--", shimBin, "--check")
+		cmd.Env = append(os.Environ(), "CONVEX_CLOUD_ORIGIN=http://127.0.0.1:8080")
+		out, _ := cmd.CombinedOutput()
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+	env := []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:8080"}
+
+	up := start(t, opts{pid1: true, env: append(env, "HELPER_LISTEN=127.0.0.1:3210")})
+	up.waitLine("listening")
+	code, out := check(up)
+	if code != 0 || strings.Count(out, " ok\n") != 2 {
+		t.Errorf("check with a backend: exit %d\n%s", code, out)
+	}
+	t.Logf("check with a backend:\n%s", out)
+
+	down := start(t, opts{pid1: true, env: env})
+	down.waitLine("ready ")
+	code, out = check(down)
+	if code != exitCheckFailed || !strings.Contains(out, "FAIL: backend at 127.0.0.1:3210") || !strings.Contains(out, "connection refused") {
+		t.Errorf("check without a backend: exit %d\n%s", code, out)
+	}
+	t.Logf("check without a backend:\n%s", out)
 }
