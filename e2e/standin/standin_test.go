@@ -218,3 +218,53 @@ func TestNotPID1(t *testing.T) {
 		})
 	}
 }
+
+// POST /test/orphans leaves orphans behind. In the stock image the backend is PID 1 and never
+// waits for children it did not start, so they stay zombies (facts §5); under docker run
+// --init, docker-init reaps them. The shim's own test (e2e/image) expects no zombie either.
+func TestOrphansEndpoint(t *testing.T) {
+	t.Parallel()
+	env := []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:3210"}
+	for _, tc := range []struct {
+		name    string
+		opts    []string
+		zombies bool
+	}{
+		{"stock image keeps zombies", nil, true},
+		{"docker-init reaps them", []string{"--init"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := start(t, env, tc.opts...)
+			c.WaitReady(t)
+			pids := c.Orphans(t, 3, 100*time.Millisecond)
+			took := dockertest.Eventually(t, 10*time.Second, "orphans ended", func() (bool, string) {
+				ps := c.Processes(t)
+				var zombies, alive []int
+				for _, p := range ps {
+					if slices.Contains(pids, p.PID) {
+						if strings.HasPrefix(p.Stat, "Z") {
+							zombies = append(zombies, p.PID)
+						} else {
+							alive = append(alive, p.PID)
+						}
+					}
+				}
+				msg := fmt.Sprintf("orphans %v: zombies %v, running %v; ps %+v", pids, zombies, alive, ps)
+				if tc.zombies {
+					return len(zombies) == len(pids), msg
+				}
+				return len(zombies) == 0 && len(alive) == 0, msg
+			})
+			t.Logf("orphans %v, zombies expected %v: settled after %s", pids, tc.zombies, took.Round(time.Millisecond))
+			if tc.zombies {
+				// Their parent is the backend, PID 1.
+				for _, p := range c.Processes(t) {
+					if slices.Contains(pids, p.PID) && p.PPID != 1 {
+						t.Errorf("orphan %+v: parent %d, want 1 (the backend)", p, p.PPID)
+					}
+				}
+			}
+		})
+	}
+}

@@ -532,3 +532,63 @@ func ExitCode(err error) int {
 	}
 	return -1
 }
+
+// Process is one line of busybox `ps -o pid,ppid,stat,comm` in a container.
+type Process struct {
+	PID, PPID int
+	Stat      string // R, S, Z ...
+	Comm      string
+}
+
+// Processes lists the container's processes with docker exec ps (busybox). The ps itself is
+// left out.
+func (c *Container) Processes(t testing.TB) []Process {
+	t.Helper()
+	out := c.Exec(t, "ps", "-o", "pid,ppid,stat,comm")
+	var ps []Process
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		var p Process
+		var err1, err2 error
+		p.PID, err1 = strconv.Atoi(f[0])
+		p.PPID, err2 = strconv.Atoi(f[1])
+		if err1 != nil || err2 != nil {
+			t.Fatalf("ps in %s: cannot parse line %q of:\n%s", c.Name, line, out)
+		}
+		p.Stat = f[2]
+		if len(f) > 3 {
+			p.Comm = f[3]
+		}
+		if p.Comm == "ps" && p.PPID == 0 {
+			continue
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// Zombies is the subset of ps whose state is Z.
+func Zombies(ps []Process) []Process {
+	var z []Process
+	for _, p := range ps {
+		if strings.HasPrefix(p.Stat, "Z") {
+			z = append(z, p)
+		}
+	}
+	return z
+}
+
+// Orphans asks the stand-in backend to leave n orphans that each live for life
+// (POST /test/orphans) and returns their pids.
+func (c *Container) Orphans(t testing.TB, n int, life time.Duration) []int {
+	t.Helper()
+	body := c.Post(t, fmt.Sprintf("/test/orphans?n=%d&life=%s", n, life), http.StatusOK)
+	var reply struct{ PIDs []int }
+	if err := json.Unmarshal([]byte(body), &reply); err != nil || len(reply.PIDs) != n {
+		t.Fatalf("POST /test/orphans?n=%d: reply %q (%v), want %d pids", n, body, err, n)
+	}
+	return reply.PIDs
+}

@@ -25,7 +25,7 @@
 //	TMPDIR                 where the Node server's Unix socket goes (run_backend.sh sets it)
 //
 // Test-only routes on 3210: POST /test/node-action, GET /test/node-pid, POST /test/exit?code=N,
-// POST /test/abort. It has no database, no WebSocket sync and no real functions.
+// POST /test/abort, POST /test/orphans?n=N&life=D. It has no database, no WebSocket sync and no real functions.
 package main
 
 import (
@@ -358,7 +358,48 @@ func (b *backend) routes() http.Handler {
 			os.Exit(128 + int(syscall.SIGABRT))
 		})
 	})
+	mux.HandleFunc("POST /test/orphans", handleOrphans)
 	return mux
+}
+
+// handleOrphans leaves n orphans behind, as the real backend's tree can (Node server, npm,
+// user code; facts §5): each is a `sleep` whose parent shell exits at once, so the sleep is
+// re-parented to PID 1 (or the nearest subreaper) and becomes a zombie when it ends unless
+// that process reaps it. ?n= how many (default 1, at most 100), ?life= how long each lives
+// (Go duration, default 200ms). The reply lists their pids: {"pids":[...]}.
+func handleOrphans(w http.ResponseWriter, r *http.Request) {
+	n, life := 1, 200*time.Millisecond
+	var err error
+	if v := r.URL.Query().Get("n"); v != "" {
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > 100 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("n=%q: want 1..100", v)})
+			return
+		}
+	}
+	if v := r.URL.Query().Get("life"); v != "" {
+		if life, err = time.ParseDuration(v); err != nil || life < 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("life=%q: want a Go duration", v)})
+			return
+		}
+	}
+	secs := strconv.FormatFloat(life.Seconds(), 'f', 3, 64)
+	pids := []int{}
+	for range n {
+		// The sleep's output goes nowhere, so Output returns when the shell exits.
+		out, err := exec.Command("sh", "-c", `sleep "$1" </dev/null >/dev/null 2>&1 & echo $!`, "sh", secs).Output()
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "orphan: " + err.Error()})
+			return
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": fmt.Sprintf("orphan pid %q: %v", out, err)})
+			return
+		}
+		pids = append(pids, pid)
+	}
+	log.Printf("left %d orphans (%s each): %v", n, life, pids)
+	writeJSON(w, http.StatusOK, map[string][]int{"pids": pids})
 }
 
 // exitAfterReply answers 202 and then runs exit, so the caller learns the request was taken.
