@@ -564,3 +564,88 @@ func TestPID1Check(t *testing.T) {
 	}
 	t.Logf("check without a backend:\n%s", out)
 }
+
+// openPTY returns a pseudo-terminal's master and its slave, opened.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open /dev/ptmx: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open pty slave: %v", err)
+	}
+	t.Cleanup(func() { m.Close(); s.Close() })
+	return m, s
+}
+
+// docker run -it: the shim is a session leader with the terminal as its
+// controlling tty. Ctrl-C makes the terminal send SIGINT to its foreground
+// process group; the backend must not be in it, or it would get that SIGINT
+// and the shim's, and the second forces an undrained exit.
+func TestPID1CtrlCOnTerminalIsOneSIGINT(t *testing.T) {
+	master, slave := openPTY(t)
+	cmd := exec.Command("/bin/sh", "-c", `ip link set lo up && exec "$@"`, "sh", shimBin, "--", os.Args[0])
+	cmd.Env = append(os.Environ(), "SHIM_HELPER=backend", "HELPER_GRANDCHILD=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNET}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start on a pty in new namespaces: %v", err)
+	}
+	slave.Close()
+	lines := make(chan string, 100)
+	var seen []string
+	go func() {
+		sc := bufio.NewScanner(master)
+		for sc.Scan() {
+			// The terminal echoes Ctrl-C as "^C" in front of the next line.
+			lines <- strings.TrimPrefix(strings.TrimRight(sc.Text(), "\r"), "^C")
+		}
+		close(lines)
+	}()
+	waitFor := func(prefix string) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("terminal closed before %q; saw %q", prefix, seen)
+				}
+				seen = append(seen, l)
+				if strings.HasPrefix(l, prefix) {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %q on the terminal; saw %q", prefix, seen)
+			}
+		}
+	}
+	waitFor("ready ")
+	waitFor("grandchild ready")
+	if _, err := master.Write([]byte{3}); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	for l := range lines {
+		seen = append(seen, l)
+	}
+	if err != nil {
+		t.Fatalf("shim: %v; terminal:\n%s", err, strings.Join(seen, "\n"))
+	}
+	count := map[string]int{}
+	for _, l := range seen {
+		count[l]++
+	}
+	if count["backend got SIGINT"] != 1 || count["grandchild got SIGINT"] != 0 {
+		t.Fatalf("want exactly one SIGINT for the backend and none for its group; terminal:\n%s", strings.Join(seen, "\n"))
+	}
+}
