@@ -5,13 +5,14 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # The stock Convex image for real builds; the tests substitute the stand-in.
 BASE_IMAGE ?= ghcr.io/get-convex/convex-backend:latest
 
-.PHONY: help build test deps image clean
+.PHONY: help build test deps image clean demo
 
 help:
 	@echo "make build   static binary in bin/convex-shim"
 	@echo "make test    every test: unit, the binary as PID 1, Docker end-to-end"
 	@echo "make image   Dockerfile.backend on BASE_IMAGE, with bin/convex-shim"
 	@echo "make deps    install what the tests need (Debian, as root)"
+	@echo "make demo    the seed's failure, the fix and a graceful stop, on a stand-in backend"
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/convex-shim ./cmd/convex-shim
@@ -38,3 +39,9 @@ image: build
 
 clean:
 	rm -rf bin dist
+
+# No Convex account needed: builds the stand-in backend and the shimmed image, shows
+# ECONNREFUSED 127.0.0.1:80 on the stock image, the callbacks working through the shim, and
+# docker stop on both.
+demo: deps
+	@bash scripts/demo.sh
