@@ -7,6 +7,7 @@
 package image
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -198,11 +199,15 @@ func TestOrphansReaped(t *testing.T) {
 	c := shimmed(t, []string{originNoPort})
 	c.WaitReady(t)
 
-	const life = time.Second // long enough to see them adopted, short to keep the test quick
+	// Long enough to see them adopted, short to keep the test quick; those from docker exec
+	// are made first and live longer.
+	const execLife, backendLife = 3 * time.Second, time.Second
 	var orphans []int
 	for range 5 {
-		// The shell exits at once, leaving two sleeps re-parented to PID 1.
-		out := c.Exec(t, "sh", "-c", fmt.Sprintf("sleep %g & echo $!; sleep %g & echo $!; exit", life.Seconds(), life.Seconds()/2))
+		// The shell exits at once, leaving two sleeps re-parented to PID 1. Their output goes
+		// nowhere, or docker exec would wait for them to close it.
+		out := c.Exec(t, "sh", "-c", fmt.Sprintf("sleep %g </dev/null >/dev/null 2>&1 & echo $!; sleep %g </dev/null >/dev/null 2>&1 & echo $!; exit",
+			execLife.Seconds(), execLife.Seconds()-0.5))
 		for _, f := range strings.Fields(out) {
 			var pid int
 			if _, err := fmt.Sscan(f, &pid); err != nil {
@@ -212,25 +217,33 @@ func TestOrphansReaped(t *testing.T) {
 		}
 	}
 	fromExec := len(orphans)
-	orphans = append(orphans, c.Orphans(t, 10, life)...)
+	orphans = append(orphans, c.Orphans(t, 10, backendLife)...)
 
-	// Adopted: every orphan still running has PID 1, the shim, as parent; the backend's,
-	// made last, are all still running.
-	adopted := 0
+	// Adopted: every orphan still there has PID 1, the shim, as parent; the backend's, made
+	// last, are all still running, and some of docker exec's too.
+	adoptedExec, adoptedBackend := 0, 0
 	for _, p := range c.Processes(t) {
-		if slices.Contains(orphans, p.PID) {
+		if i := slices.Index(orphans, p.PID); i >= 0 {
 			if p.PPID != 1 {
 				t.Errorf("orphan %+v: parent %d, want 1 (convex-shim)", p, p.PPID)
 			}
-			adopted++
+			if i < fromExec {
+				adoptedExec++
+			} else {
+				adoptedBackend++
+			}
 		}
 	}
-	if adopted < len(orphans)-fromExec {
-		t.Errorf("%d orphans seen running under PID 1, want at least the backend's %d", adopted, len(orphans)-fromExec)
+	if adoptedExec == 0 || adoptedBackend != len(orphans)-fromExec {
+		t.Errorf("orphans seen under PID 1: %d of docker exec's %d, %d of the backend's %d; want some and all",
+			adoptedExec, fromExec, adoptedBackend, len(orphans)-fromExec)
 	}
 	var last []dockertest.Process
+	polls, maxZ := 0, 0
 	took := dockertest.Eventually(t, 10*time.Second, "every orphan reaped and no zombie", func() (bool, string) {
 		last = c.Processes(t)
+		polls++
+		maxZ = max(maxZ, len(dockertest.Zombies(last)))
 		var left []dockertest.Process
 		for _, p := range last {
 			if slices.Contains(orphans, p.PID) || strings.HasPrefix(p.Stat, "Z") {
@@ -239,8 +252,44 @@ func TestOrphansReaped(t *testing.T) {
 		}
 		return len(left) == 0, fmt.Sprintf("left: %+v", left)
 	})
-	t.Logf("%d orphans (%d from docker exec, %d from the backend), %d seen adopted by PID 1; all reaped %s later; zombies now %d; ps: %+v",
-		len(orphans), fromExec, len(orphans)-fromExec, adopted, took.Round(time.Millisecond), len(dockertest.Zombies(last)), last)
+	t.Logf("%d orphans: %d from docker exec (%d seen adopted by PID 1), %d from the backend (%d seen adopted); all gone %s later; most Z seen in %d polls of ps: %d; ps now: %+v",
+		len(orphans), fromExec, adoptedExec, len(orphans)-fromExec, adoptedBackend, took.Round(time.Millisecond), polls, maxZ, last)
+}
+
+// Dockerfile.backend's HEALTHCHECK (convex-shim --check: GET /version through every forward)
+// turns the container healthy once the backend listens. The interval is shortened here.
+func TestHealthcheck(t *testing.T) {
+	t.Parallel()
+	c := shimmed(t, []string{originNoPort}, "--health-interval", "200ms")
+	var status string
+	took := dockertest.Eventually(t, dockertest.Deadline, "container healthy", func() (bool, string) {
+		out, err := dockertest.Docker("inspect", "-f", "{{.State.Health.Status}}", c.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status = strings.TrimSpace(out)
+		return status == "healthy", status
+	})
+	out, err := dockertest.Docker("inspect", "-f", "{{json .State.Health.Log}}", c.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var probes []struct {
+		ExitCode int
+		Output   string
+	}
+	if err := json.Unmarshal([]byte(out), &probes); err != nil || len(probes) == 0 {
+		t.Fatalf("health log %q: %v", out, err)
+	}
+	failed := 0
+	for _, p := range probes {
+		if p.ExitCode != 0 {
+			failed++
+		}
+	}
+	last := probes[len(probes)-1]
+	t.Logf("healthy after %s (%d probes, %d failed while the backend started); last probe exit %d: %q",
+		took.Round(time.Millisecond), len(probes), failed, last.ExitCode, last.Output)
 }
 
 // (6) docker run -it and Ctrl-C: the terminal's SIGINT reaches only the shim (the backend is
