@@ -520,8 +520,8 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (b
 	}
 }
 
-// ExitCode returns the exit code of a finished command: its own, or -1 if it did not exit
-// normally. Err is nil for 0 and an *exec.ExitError otherwise.
+// ExitCode is the exit code behind the error exec.Cmd.Wait returned: 0 for nil, the
+// command's own code for an *exec.ExitError, -1 for anything else (killed, never started).
 func ExitCode(err error) int {
 	if err == nil {
 		return 0
