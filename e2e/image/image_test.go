@@ -68,6 +68,16 @@ func TestImageConfig(t *testing.T) {
 	}
 }
 
+// docker run IMAGE extra-args hands extra-args to run_backend.sh, as the stock image does: the
+// image has no CMD, and the shim passes its program's arguments through.
+func TestExtraArgsReachBackend(t *testing.T) {
+	t.Parallel()
+	c := dockertest.Start(t, dockertest.BuildShimImage(t), dockertest.Options{
+		Env: []string{originNoPort}, Args: []string{"--extra-flag=from-docker-run"}})
+	c.WaitLog(t, `ignoring argument "--extra-flag=from-docker-run"`)
+	t.Logf("docker run IMAGE --extra-flag=from-docker-run: the backend got it")
+}
+
 // (1) The seed's failure is reproduced on the stand-in as shipped by
 // e2e/standin.TestSeedFailureReproduced: with CONVEX_CLOUD_ORIGIN=http://127.0.0.1 a Node
 // action's query callback fails with "ECONNREFUSED 127.0.0.1:80". Same environment, the
