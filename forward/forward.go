@@ -104,7 +104,7 @@ func (p *Proxy) Start() error {
 func listenHint(err error) string {
 	switch {
 	case errors.Is(err, syscall.EACCES):
-		return " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+		return " (ports below 1024 need CAP_NET_BIND_SERVICE, which root has unless it is dropped, or net.ipv4.ip_unprivileged_port_start at or below the port)"
 	case errors.Is(err, syscall.EADDRINUSE):
 		return " (another process holds the port: remove an old socat port80-proxy sidecar, or choose another --forward)"
 	case errors.Is(err, syscall.EADDRNOTAVAIL):

@@ -63,6 +63,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,7 +80,9 @@ const (
 
 // Defaults for the zero values of Supervisor's durations.
 const (
-	// DefaultGrace fits Docker's 10 s stop timeout with room to clean up.
+	// DefaultGrace fits Docker's 10 s stop timeout: after the SIGKILL at 8 s
+	// the backend's group is gone at once, and the shim exits before Docker's
+	// own SIGKILL would.
 	DefaultGrace = 8 * time.Second
 	// DefaultCleanupGrace is how long leftovers get between SIGTERM and
 	// SIGKILL once the backend has exited.
@@ -113,6 +116,11 @@ type Supervisor struct {
 	// CleanupGrace is how long leftovers get between SIGTERM and SIGKILL
 	// after the backend exits. If zero, DefaultCleanupGrace.
 	CleanupGrace time.Duration
+	// ParentDeathSignal is sent to the backend by the kernel if the shim
+	// dies without cleaning up (SIGKILL, a crash). It matters only when the
+	// shim is not PID 1; as PID 1 its death ends the namespace anyway. If
+	// zero, none.
+	ParentDeathSignal unix.Signal
 	// Started, if set, is called with the backend's pid once it runs.
 	Started func(pid int)
 	// Log receives what an operator should see; Debug, each signal and reap.
@@ -169,6 +177,11 @@ func (s *Supervisor) Run() (int, error) {
 		}
 	}
 
+	// The kernel sends the parent-death signal when the thread that forked
+	// the child exits, not the process; keep this goroutine on its thread
+	// for the backend's whole life.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	pid, err := s.start()
 	if err != nil {
 		return 0, err
@@ -198,9 +211,12 @@ func (s *Supervisor) start() (int, error) {
 	pid, err := syscall.ForkExec(path, args, &syscall.ProcAttr{
 		Env:   env,
 		Files: []uintptr{0, 1, 2},
-		// A group of its own keeps the backend out of the terminal's
-		// foreground group and lets cleanup kill the Node server with it.
-		Sys: &syscall.SysProcAttr{Setpgid: true},
+		Sys: &syscall.SysProcAttr{
+			// A group of its own keeps the backend out of the terminal's
+			// foreground group and lets cleanup kill the Node server with it.
+			Setpgid:   true,
+			Pdeathsig: syscall.Signal(s.ParentDeathSignal),
+		},
 	})
 	if err != nil {
 		return 0, startError(s.Path, err)

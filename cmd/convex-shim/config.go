@@ -25,6 +25,7 @@ type config struct {
 	allowPublic  bool
 	dialRetry    time.Duration
 	stopSignal   unix.Signal
+	deathSignal  unix.Signal // 0: none
 	grace        time.Duration
 	cleanupGrace time.Duration
 	verbose      bool
@@ -88,6 +89,18 @@ var settings = []setting{
 		name: "cleanup-grace", env: "CONVEX_SHIM_CLEANUP_GRACE", arg: "DURATION", def: shim.DefaultCleanupGrace.String(),
 		usage: "after the backend exits, how long its leftover processes get between SIGTERM and SIGKILL",
 		apply: func(c *config, v string) (err error) { c.cleanupGrace, err = parseDuration(v, false); return },
+	},
+	{
+		name: "parent-death-signal", env: "CONVEX_SHIM_PARENT_DEATH_SIGNAL", arg: "SIGNAL", def: "SIGKILL",
+		usage: "when convex-shim is not PID 1 and dies without cleaning up (SIGKILL, OOM), the kernel sends this to the backend, so no backend runs on with its forwards gone; \"none\" to let it run",
+		apply: func(c *config, v string) (err error) {
+			if strings.EqualFold(v, "none") {
+				c.deathSignal = 0
+				return nil
+			}
+			c.deathSignal, err = parseSignalAny(v)
+			return
+		},
 	},
 	{
 		name: "verbose", env: "CONVEX_SHIM_VERBOSE", bool: true, def: "false",
@@ -263,8 +276,18 @@ func parseDuration(v string, zeroOK bool) (time.Duration, error) {
 	return d, nil
 }
 
-// parseSignal accepts SIGINT, INT, int (any case) or a number.
+// parseSignal accepts SIGINT, INT, int (any case) or a number, of a signal
+// that a program can handle.
 func parseSignal(v string) (unix.Signal, error) {
+	s, err := parseSignalAny(v)
+	if err == nil && (s == unix.SIGKILL || s == unix.SIGSTOP) {
+		return 0, errors.New("not a signal a program can handle; use a name such as SIGINT or SIGTERM")
+	}
+	return s, err
+}
+
+// parseSignalAny is parseSignal that also takes SIGKILL and SIGSTOP.
+func parseSignalAny(v string) (unix.Signal, error) {
 	name := strings.ToUpper(v)
 	if !strings.HasPrefix(name, "SIG") {
 		name = "SIG" + name
@@ -273,8 +296,8 @@ func parseSignal(v string) (unix.Signal, error) {
 	if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 65 {
 		s = unix.Signal(n)
 	}
-	if s == 0 || s == unix.SIGKILL || s == unix.SIGSTOP {
-		return 0, errors.New("not a signal a program can handle; use a name such as SIGINT or SIGTERM")
+	if s == 0 {
+		return 0, errors.New("not a signal; use a name such as SIGINT, SIGTERM or SIGKILL, or a number")
 	}
 	return s, nil
 }

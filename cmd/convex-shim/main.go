@@ -103,13 +103,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	}
 	logger.Print(summary(cfg))
 	sup := &shim.Supervisor{
-		Path:         cfg.program[0],
-		Args:         cfg.program,
-		StopSignal:   cfg.stopSignal,
-		Grace:        grace,
-		CleanupGrace: cfg.cleanupGrace,
-		Log:          logger,
-		Debug:        debugLog,
+		Path:              cfg.program[0],
+		Args:              cfg.program,
+		StopSignal:        cfg.stopSignal,
+		Grace:             grace,
+		CleanupGrace:      cfg.cleanupGrace,
+		ParentDeathSignal: cfg.deathSignal,
+		Log:               logger,
+		Debug:             debugLog,
 	}
 	status, err := sup.Run()
 	if err != nil {
@@ -211,8 +212,8 @@ Kubernetes and Render 30s -> 25s, Fly.io kill_timeout 10s -> 8s.
 Exit codes:
   0-255   the program's own exit code
   128+N   the program was killed by signal N (137: SIGKILL after --grace)
-  1       a forward could not listen (port in use, or needs root or
-          CAP_NET_BIND_SERVICE); the program was not started
+  1       a forward could not listen (port in use, or a port below 1024
+          without CAP_NET_BIND_SERVICE); the program was not started
   2       usage error: bad flag or environment value, or no program
   126     the program is not executable (or is a directory)
   127     the program was not found

@@ -110,6 +110,9 @@ func start(t *testing.T, o opts) *instance {
 	}
 	inst := &instance{t: t, cmd: cmd, lines: make(chan string, 1024), stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = inst.stderr
+	// A backend that outlives the shim (a test of exactly that) holds the
+	// stderr pipe open; do not wait for it forever.
+	cmd.WaitDelay = time.Second
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -647,5 +650,41 @@ func TestPID1CtrlCOnTerminalIsOneSIGINT(t *testing.T) {
 	}
 	if count["backend got SIGINT"] != 1 || count["grandchild got SIGINT"] != 0 {
 		t.Fatalf("want exactly one SIGINT for the backend and none for its group; terminal:\n%s", strings.Join(seen, "\n"))
+	}
+}
+
+// When the shim is not PID 1 and is SIGKILLed, nothing can clean up after
+// it: the kernel's parent-death signal must end the backend (default), or
+// leave it running when the operator chose "none".
+func TestParentDeathSignal(t *testing.T) {
+	for _, tc := range []struct {
+		setting string
+		dies    bool
+	}{{"", true}, {"none", false}} {
+		t.Run("setting="+tc.setting, func(t *testing.T) {
+			args := []string{"--forward", "off"}
+			if tc.setting != "" {
+				args = append(args, "--parent-death-signal", tc.setting)
+			}
+			in := start(t, opts{args: args})
+			var pid int
+			fmt.Sscanf(in.waitLine("ready "), "ready pid=%d", &pid)
+			t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+			in.signal(syscall.SIGKILL)
+			<-in.done // not wait(): a surviving backend keeps stdout open
+			gone := func() bool {
+				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+				return err != nil || strings.Contains(string(b), ") Z ")
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for !gone() && tc.dies && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if gone() != tc.dies {
+				t.Fatalf("backend %d gone: %v, want %v", pid, gone(), tc.dies)
+			}
+			unix.Kill(pid, unix.SIGKILL)
+			in.wait()
+		})
 	}
 }
