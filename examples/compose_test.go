@@ -104,7 +104,7 @@ type nodeActionResult struct {
 }
 
 // nodeAction asks the stand-in to run a "Node action" making the given callbacks,
-// each of which travels Node fetch -> 127.0.0.1:80 -> convex-shim -> 3210.
+// each of which travels Node fetch -> the origin's loopback port -> convex-shim -> 3210.
 func nodeAction(api string, ops []string, delay string) (nodeActionResult, error) {
 	var res nodeActionResult
 	body, _ := json.Marshal(map[string]any{"ops": ops, "delay": delay})
@@ -144,13 +144,22 @@ func TestComposeUp(t *testing.T) {
 		t.Fatalf("make build: %v\n%s", err, out)
 	}
 
+	port := "8080"
+	if ln, err := net.Listen("tcp4", "127.0.0.1:8080"); err != nil {
+		port = freePort(t) // 8080 is taken on this machine; any other port is the same case
+	} else {
+		ln.Close()
+	}
+	t.Logf("PORT=%s, so CONVEX_CLOUD_ORIGIN=http://127.0.0.1:%s", port, port)
 	c := &compose{t: t, project: "convexshimex" + randomHex(4), env: []string{
 		"CONVEX_BACKEND_IMAGE=" + standinImage,
 		"CONVEX_SHIM_TARGET=prebuilt",
 		"CONVEX_SHIM_VERBOSE=true",
-		// Loopback only, and ports nobody else uses: 0 is Docker's ephemeral port.
+		// Loopback only. PORT is also in CONVEX_CLOUD_ORIGIN, so the Node
+		// callbacks go to 127.0.0.1:PORT inside the container, which only
+		// the shim's origin-derived forward serves: issue 4's PORT=8080 case.
 		"PUBLISH_ADDRESS=127.0.0.1",
-		"PORT=0",
+		"PORT=" + port,
 		"SITE_PROXY_PORT=" + freePort(t),
 	}}
 	t.Cleanup(func() {
@@ -182,6 +191,16 @@ func TestComposeUp(t *testing.T) {
 	res, err := nodeAction(api, []string{"query", "mutation", "storage_store", "storage_get"}, "")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The callbacks must have gone through the origin's port, not 80.
+	logs, _ := docker("logs", id)
+	for _, want := range []string{
+		"127.0.0.1:" + port + " -> 127.0.0.1:3210 (CONVEX_CLOUD_ORIGIN)",      // the startup line
+		"forward: 127.0.0.1:" + port + " -> 127.0.0.1:3210: client 127.0.0.1", // a callback through it (-v)
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("backend logs lack %q:\n%s", want, logs)
+		}
 	}
 	for _, r := range res.Results {
 		t.Logf("callback %s: ok=%v value=%s", r.Op, r.OK, r.Value)

@@ -173,8 +173,8 @@ func TestComposeFile(t *testing.T) {
 		t.Fatalf("stop_grace_period %q: %v", b.StopGracePeriod, err)
 	}
 	grace := checkGrace(t, b.Environment, stopGrace, "stop_grace_period")
-	if got := b.Environment["CONVEX_CLOUD_ORIGIN"]; got != "http://127.0.0.1" {
-		t.Errorf("CONVEX_CLOUD_ORIGIN = %q, want http://127.0.0.1 (port 80, served by the shim)", got)
+	if got := b.Environment["CONVEX_CLOUD_ORIGIN"]; got != "http://127.0.0.1:3210" { // ${PORT:-3210} expanded
+		t.Errorf("CONVEX_CLOUD_ORIGIN = %q, want http://127.0.0.1:${PORT:-3210} (Convex's own, forwarded by the shim when PORT is not 3210)", got)
 	}
 	for _, p := range []string{":3210:3210", ":3211:3211"} {
 		if !slices.ContainsFunc(b.Ports, func(s string) bool { return strings.HasSuffix(s, p) }) {
@@ -204,7 +204,7 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("dashboard depends_on %v: want backend service_healthy", d.DependsOn)
 	}
 	readmeMentions(t, "docker-compose", b.StopGracePeriod, grace.String(), "SIGTERM",
-		"3210", "3211", "6791", "/convex/data", "http://127.0.0.1", "--check")
+		"3210", "3211", "6791", "/convex/data", "http://127.0.0.1:${PORT:-3210}", "PORT=8080", "--check")
 }
 
 // ---- Fly.io ----
