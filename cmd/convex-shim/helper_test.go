@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -153,10 +154,21 @@ func callback(url string) {
 	fmt.Printf("callback %s: %d %s\n", url, resp.StatusCode, body)
 }
 
-// execIgnoring sets the listed signals to SIG_IGN and execs os.Args[1:],
-// as a parent that ignores signals (nohup, some CI runners) would start the
-// shim.
+// execIgnoring sets the listed signals to SIG_IGN, blocks those in
+// SHIM_EXEC_BLOCKING, and execs os.Args[1:], as a parent that ignores or
+// blocks signals (nohup, some CI runners) would start the shim.
 func execIgnoring(list string) {
+	runtime.LockOSThread() // the mask is per thread; execve keeps this one's
+	var block uint64
+	for _, f := range strings.Split(os.Getenv("SHIM_EXEC_BLOCKING"), ",") {
+		if n, err := strconv.Atoi(f); err == nil {
+			block |= 1 << (n - 1)
+		}
+	}
+	if _, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGPROCMASK, unix.SIG_BLOCK, uintptr(unsafe.Pointer(&block)), 0, 8, 0, 0); errno != 0 {
+		fmt.Fprintf(os.Stderr, "block signals: %v\n", errno)
+		os.Exit(96)
+	}
 	for _, f := range strings.Split(list, ",") {
 		n, _ := strconv.Atoi(f)
 		act := [4]uint64{1} // handler SIG_IGN, flags, restorer, mask
@@ -166,6 +178,7 @@ func execIgnoring(list string) {
 		}
 	}
 	os.Unsetenv("SHIM_EXEC_IGNORING")
+	os.Unsetenv("SHIM_EXEC_BLOCKING")
 	err := unix.Exec(os.Args[1], os.Args[1:], os.Environ())
 	fmt.Fprintf(os.Stderr, "exec %s: %v\n", os.Args[1], err)
 	os.Exit(95)

@@ -57,6 +57,7 @@ type opts struct {
 	args    []string // shim flags
 	program []string // default: this binary as "backend"
 	ignore  string   // signals (numbers, comma-separated) the shim is started with ignored
+	block   string   // ... and with blocked (only together with ignore)
 }
 
 // instance is one running shim, its stdout split into lines.
@@ -104,7 +105,7 @@ func start(t *testing.T, o opts) *instance {
 		script = "ip link set lo up || exit 90; " + script
 	}
 	cmd := exec.Command("/bin/sh", append([]string{"-c", script, "sh"}, argv...)...)
-	cmd.Env = append(append(os.Environ(), "SHIM_HELPER=backend", "SHIM_EXEC_IGNORING="+o.ignore), o.env...)
+	cmd.Env = append(append(os.Environ(), "SHIM_HELPER=backend", "SHIM_EXEC_IGNORING="+o.ignore, "SHIM_EXEC_BLOCKING="+o.block), o.env...)
 	if o.pid1 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNET}
 	}
@@ -437,20 +438,29 @@ func TestPID1ForwardsPort80ToBackend(t *testing.T) {
 	}
 }
 
-// Go's runtime changes the shim's signal dispositions; the child must still
-// start with none ignored and nothing blocked, even when the shim itself was
-// started with signals ignored (nohup, some CI runners).
+// Go's runtime changes the shim's signal dispositions and mask; the child
+// must still start with none ignored, even when the shim itself was started
+// with signals ignored (nohup, some CI runners), and with the signal mask the
+// shim was started with.
 func TestPID1ChildStartsWithDefaultSignals(t *testing.T) {
-	// grep changes no signal state, so it shows what it was started with.
-	// 32 and 33 are signals the Go runtime never touches; shells cannot
-	// ignore them, so the test binary does it before exec'ing the shim.
-	in := start(t, opts{pid1: true, args: []string{"--forward", "off"}, ignore: "1,2,3,10,12,13,14,15,32,33",
-		program: []string{"/bin/grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"}})
-	if code := in.wait(); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	if got := strings.Join(in.seen, " "); got != "SigBlk:\t0000000000000000 SigIgn:\t0000000000000000" {
-		t.Fatalf("child started with %q, want nothing blocked or ignored", got)
+	for _, tc := range []struct {
+		block, want string
+	}{
+		{"", "SigBlk:\t0000000000000000 SigIgn:\t0000000000000000"},
+		{"12", "SigBlk:\t0000000000000800 SigIgn:\t0000000000000000"}, // SIGUSR2 stays blocked
+	} {
+		// grep changes no signal state, so it shows what it was started
+		// with. 32 and 33 are signals the Go runtime never touches; shells
+		// cannot ignore them, so the test binary does it before exec'ing
+		// the shim.
+		in := start(t, opts{pid1: true, args: []string{"--forward", "off"}, ignore: "1,2,3,10,12,13,14,15,32,33", block: tc.block,
+			program: []string{"/bin/grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"}})
+		if code := in.wait(); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+		if got := strings.Join(in.seen, " "); got != tc.want {
+			t.Errorf("shim started with %q blocked: child started with %q, want %q", tc.block, got, tc.want)
+		}
 	}
 }
 
