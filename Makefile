@@ -1,21 +1,37 @@
 # convex-shim. `make help` lists the targets.
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+# Reproducible: no paths, no VCS stamp, no build ID; same commit, same bytes.
+LDFLAGS := -s -w -buildid= -X main.version=$(VERSION)
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)"
+DIST    ?= dist
+RELEASE_PLATFORMS := linux/amd64 linux/arm64
 # The stock Convex image for real builds; the tests substitute the stand-in.
 BASE_IMAGE ?= ghcr.io/get-convex/convex-backend:latest
 
-.PHONY: help build test deps image clean demo
+.PHONY: help build test deps image release clean demo
 
 help:
 	@echo "make build   static binary in bin/convex-shim"
 	@echo "make test    every test: unit, the binary as PID 1, Docker end-to-end"
 	@echo "make image   Dockerfile.backend on BASE_IMAGE, with bin/convex-shim"
+	@echo "make release static binaries for linux/amd64 and linux/arm64 and SHA256SUMS in dist/"
 	@echo "make deps    install what the tests need (Debian, as root)"
+	@echo "make bench   benchmarks vs direct, socat, tini & co into docs/benchmarks.md (root, ~10 min)"
+	@echo "make bench-deps  install what the benchmarks need (Debian, as root)"
 	@echo "make demo    the seed's failure, the fix and a graceful stop, on a stand-in backend"
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/convex-shim ./cmd/convex-shim
+	$(GOBUILD) -o bin/convex-shim ./cmd/convex-shim
+
+release:
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@for p in $(RELEASE_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; \
+		echo "GOOS=$$os GOARCH=$$arch go build -> $(DIST)/convex-shim-$$os-$$arch"; \
+		GOOS=$$os GOARCH=$$arch $(GOBUILD) -o $(DIST)/convex-shim-$$os-$$arch ./cmd/convex-shim || exit 1; \
+	done
+	cd $(DIST) && sha256sum convex-shim-* > SHA256SUMS && cat SHA256SUMS
 
 # What the tests need beyond Go: busybox-static for the stand-in image,
 # iproute2 to bring up lo in test namespaces, and a running Docker engine.
@@ -45,3 +61,24 @@ clean:
 # docker stop on both.
 demo: deps
 	@bash scripts/demo.sh
+
+# Benchmarks: not part of make test. bench/bench.sh runs bench/runner in a
+# private network namespace against the binary make build ships.
+.PHONY: bench bench-deps
+bench:
+	@BENCH_START=$$(date +%s.%N); export BENCH_START; \
+	$(MAKE) --no-print-directory bench-deps build && bench/bench.sh
+
+# socat is the seed's sidecar; tini (with tini-static), dumb-init and
+# catatonit are the inits compared; ip and unshare make the namespace.
+bench-deps:
+	@missing=""; \
+	for p in socat tini dumb-init catatonit; do \
+		dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v unshare >/dev/null || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+		echo "make bench-deps: installing$$missing"; \
+		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi

@@ -22,6 +22,7 @@ type config struct {
 	autoForward  bool
 	notices      []notice // what the origins mean, logged once at startup
 	check        bool     // probe the forwards instead of running a program
+	installDir   string   // copy the binary there instead of running a program
 	allowPublic  bool
 	dialRetry    time.Duration
 	stopSignal   unix.Signal
@@ -135,6 +136,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.BoolVar(help, "h", false, "")
 	version := fs.Bool("version", false, "")
 	check := fs.Bool("check", false, "")
+	installDir := fs.String("install", "", "")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -175,8 +177,11 @@ func parse(args []string, getenv func(string) string) (config, error) {
 		c.autoForward = false // "off" means no forwards at all
 	}
 	addOriginForwards(&c, getenv)
-	c.check = *check
+	c.check, c.installDir = *check, *installDir
 	c.program = fs.Args()
+	if c.installDir != "" {
+		return c, nil
+	}
 	if !c.check && len(c.program) == 0 {
 		return config{}, errors.New("no program to run; usage: convex-shim [flags] -- program [args...]")
 	}

@@ -58,6 +58,15 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if cfg.check {
 		return runCheck(cfg, stdout)
 	}
+	if cfg.installDir != "" {
+		dst, err := install(cfg.installDir)
+		if err != nil {
+			fmt.Fprintf(stderr, "convex-shim: %v\n", err)
+			return exitSetup
+		}
+		fmt.Fprintf(stdout, "convex-shim %s installed as %s\n", versionString(), dst)
+		return 0
+	}
 
 	logger := log.New(stderr, "convex-shim: ", 0)
 	// A missing program is reported before any port is bound.
@@ -195,6 +204,9 @@ Flags (each has an environment twin; a flag beats its twin):
       /version through its listen address); exit 0 if all answer, 1 if not.
       Reads the same flags and environment as a normal start, so use it as a
       Docker HEALTHCHECK or Kubernetes exec probe; no program is needed
+  --install DIR
+      copy this binary to DIR/convex-shim and exit: how the shim-only image
+      (FROM scratch) puts it on a volume shared with a stock backend container
   -h, --help       print this help
   --version        print the version
 
@@ -218,6 +230,7 @@ Exit codes:
   126     the program is not executable (or is a directory)
   127     the program was not found
 With --check: 0 every route answered, 1 one did not, 2 usage error.
+With --install: 0 installed, 1 could not write DIR, 2 usage error.
 `)
 	return b.String()
 }
