@@ -46,8 +46,20 @@ deps:
 	@docker version --format '{{.Server.Version}}' >/dev/null 2>&1 || { \
 		echo "make deps: the Docker engine is not reachable (docker version failed); start it: the end-to-end tests need it" >&2; exit 1; }
 
+# Pinned linters and fuzzers; the full suite runs last so its summary closes
+# the output.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME    ?= 10s
+FUZZERS     := FuzzParseArgs FuzzParseForward FuzzRouteOrigin
+
 test: deps
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	@for f in $(FUZZERS); do \
+		echo "fuzz $$f for $(FUZZTIME)"; \
+		out=$$($(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./cmd/convex-shim 2>&1) || { echo "$$out"; exit 1; }; \
+		echo "$$out" | tail -1; \
+	done
 	$(GO) test -count=1 -timeout 40m ./...
 
 image: build

@@ -177,23 +177,23 @@ func parse(args []string, getenv func(string) string) (config, error) {
 		c.autoForward = false // "off" means no forwards at all
 	}
 	addOriginForwards(&c, getenv)
-	c.check, c.installDir = *check, *installDir
-	c.program = fs.Args()
-	if c.installDir != "" {
-		return c, nil
-	}
-	if !c.check && len(c.program) == 0 {
-		return config{}, errors.New("no program to run; usage: convex-shim [flags] -- program [args...]")
-	}
-	if !c.check && c.program[0] == "" {
-		return config{}, errors.New("program name is empty; usage: convex-shim [flags] -- program [args...]")
-	}
 	if !c.allowPublic {
 		for _, f := range c.forwards {
 			if !forward.IsLoopback(f.listen) {
 				return config{}, fmt.Errorf("%s %q: %s is not a loopback address and would expose the backend's admin API; listen on 127.0.0.1, or add --allow-public (CONVEX_SHIM_ALLOW_PUBLIC=1) if you mean it", c.forwardsFrom, f, f.listen)
 			}
 		}
+	}
+	c.check, c.installDir = *check, *installDir
+	c.program = fs.Args()
+	if c.check || c.installDir != "" {
+		return c, nil // modes that run no program
+	}
+	if len(c.program) == 0 {
+		return config{}, errors.New("no program to run; usage: convex-shim [flags] -- program [args...]")
+	}
+	if c.program[0] == "" {
+		return config{}, errors.New("program name is empty; usage: convex-shim [flags] -- program [args...]")
 	}
 	return c, nil
 }

@@ -188,6 +188,11 @@ func TestParseErrors(t *testing.T) {
 		if strings.Contains(msg, "\n") {
 			t.Errorf("parse(%q): error has several lines: %q", tc.args, msg)
 		}
+		// The binary's whole answer: exit 2, one line on stderr, nothing started.
+		var out, errOut bytes.Buffer
+		if code := run(tc.args, tc.env, &out, &errOut); code != exitUsage || errOut.String() != "convex-shim: "+msg+"\n" || out.Len() != 0 {
+			t.Errorf("run(%q): exit %d, stderr %q, stdout %q; want exit 2 and one line", tc.args, code, errOut.String(), out.String())
+		}
 		for _, w := range tc.want {
 			if !strings.Contains(msg, w) {
 				t.Errorf("parse(%q): error %q lacks %q", tc.args, msg, w)

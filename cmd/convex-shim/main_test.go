@@ -114,11 +114,17 @@ func start(t *testing.T, o opts) *instance {
 	// A backend that outlives the shim (a test of exactly that) holds the
 	// stderr pipe open; do not wait for it forever.
 	cmd.WaitDelay = time.Second
-	stdout, err := cmd.StdoutPipe()
+	// Our own pipe, not StdoutPipe: Wait closes that one as soon as the shim
+	// exits, losing lines still unread. This one reads until every writer,
+	// the shim and all it left, is gone.
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
 		t.Fatalf("start shim in new PID and network namespaces: %v (needs root or CAP_SYS_ADMIN; the kernel refused)", err)
 	}
 	go func() {
