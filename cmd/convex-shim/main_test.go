@@ -399,20 +399,6 @@ func zombies(pid int) []string {
 	return out
 }
 
-func TestPID1ReapsOrphans(t *testing.T) {
-	const n = 150
-	in := start(t, opts{pid1: true, args: []string{"--forward", "off", "-v"}, env: []string{"HELPER_ORPHANS=" + strconv.Itoa(n)}})
-	in.waitLine("ready ")
-	in.waitStderr("reaped pid", n)
-	if z := zombies(in.cmd.Process.Pid); len(z) > 0 {
-		t.Fatalf("zombies left: %v", z)
-	}
-	in.signal(syscall.SIGTERM)
-	if code := in.wait(); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-}
-
 // The catatonit #4 shape: the backend's exit coalesces with orphans'
 // SIGCHLDs. The status must be right every time and the shim must not hang.
 func TestPID1ExitWhileOrphansChurn(t *testing.T) {
@@ -470,27 +456,32 @@ func TestPID1ChildStartsWithDefaultSignals(t *testing.T) {
 	}
 }
 
-// Under Fly's init, docker run --init or shareProcessNamespace the shim is
-// not PID 1; as a child subreaper it still reaps its orphans and stops the
-// backend the same way.
-func TestSubreaperWhenNotPID1(t *testing.T) {
-	const n = 50
-	in := start(t, opts{args: []string{"--forward", "off", "-v"}, env: []string{"HELPER_ORPHANS=" + strconv.Itoa(n), "HELPER_GRANDCHILD=1"}})
-	in.waitLine("ready ")
-	in.waitLine("grandchild ready")
-	in.waitStderr("reaped pid", n)
-	if z := zombies(in.cmd.Process.Pid); len(z) > 0 {
-		t.Fatalf("zombies left: %v", z)
-	}
-	in.signal(syscall.SIGTERM)
-	if code := in.wait(); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	if n := in.count("backend got SIGINT"); n != 1 {
-		t.Fatalf("backend got SIGINT %d times", n)
-	}
-	if in.count("grandchild got SIGINT") != 0 {
-		t.Fatalf("grandchild got SIGINT")
+// Orphans reach the shim and are reaped while the backend runs: as PID 1,
+// and under Fly's init, docker run --init or shareProcessNamespace, where
+// the shim is not PID 1 but a child subreaper. Either way the stop works the
+// same and the backend's group (the grandchild) gets no SIGINT.
+func TestReapsOrphans(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pid1 bool
+		n    int
+	}{{"PID 1", true, 150}, {"subreaper", false, 50}} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := start(t, opts{pid1: tc.pid1, args: []string{"--forward", "off", "-v"}, env: []string{"HELPER_ORPHANS=" + strconv.Itoa(tc.n), "HELPER_GRANDCHILD=1"}})
+			in.waitLine("ready ")
+			in.waitLine("grandchild ready")
+			in.waitStderr("reaped pid", tc.n)
+			if z := zombies(in.cmd.Process.Pid); len(z) > 0 {
+				t.Fatalf("zombies left: %v", z)
+			}
+			in.signal(syscall.SIGTERM)
+			if code := in.wait(); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+			if n := in.count("backend got SIGINT"); n != 1 || in.count("grandchild got SIGINT") != 0 {
+				t.Fatalf("backend got SIGINT %d times, grandchild %d", n, in.count("grandchild got SIGINT"))
+			}
+		})
 	}
 }
 
