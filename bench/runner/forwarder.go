@@ -1,0 +1,335 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The three ways a client reaches the upstream.
+const (
+	direct = "direct"
+	socat  = "socat"
+	shimT  = "convex-shim"
+)
+
+var targets = []string{direct, socat, shimT}
+
+const (
+	listenPort   = 80
+	upstreamAddr = "127.0.0.1:3210"
+)
+
+// fwd is a running forwarder process.
+type fwd struct {
+	name   string
+	cmd    *exec.Cmd
+	tree   bool // account its children too (socat forks one per connection)
+	stderr bytes.Buffer
+}
+
+func (f *fwd) pid() int { return f.cmd.Process.Pid }
+
+// startFwd starts target's forwarder on port 80 and waits until it listens.
+// extra are more convex-shim flags.
+func startFwd(target string, extra ...string) (*fwd, error) {
+	f := &fwd{name: target}
+	switch target {
+	case socat:
+		// Exactly the seed's sidecar.
+		f.cmd = exec.Command("socat", "TCP-LISTEN:80,fork,reuseaddr", "TCP:127.0.0.1:3210")
+		f.tree = true
+	case shimT:
+		// The binary as shipped, with the default forward spelled out; its
+		// child only has to stay alive.
+		args := append([]string{"--forward", "127.0.0.1:80=127.0.0.1:3210"}, extra...)
+		args = append(args, "--", "sleep", "1000000")
+		f.cmd = exec.Command(cfg.shim, args...)
+	default:
+		return nil, fmt.Errorf("no forwarder for %s", target)
+	}
+	f.cmd.Env = cleanEnv
+	f.cmd.Stderr = &f.stderr
+	if err := f.cmd.Start(); err != nil {
+		return nil, err
+	}
+	if !waitFor(3*time.Second, func() bool { return listening(listenPort) }) {
+		f.stop()
+		return nil, fmt.Errorf("%s: not listening on :%d after 3s; stderr: %s", target, listenPort, f.stderr.String())
+	}
+	return f, nil
+}
+
+// stop ends the forwarder (SIGTERM, then SIGKILL after 3 s) and any child
+// socat left, and waits until port 80 is free.
+func (f *fwd) stop() {
+	pid := f.pid()
+	kids := children(pid)
+	f.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { f.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		f.cmd.Process.Kill()
+		<-done
+	}
+	if f.tree {
+		for _, k := range kids {
+			syscall.Kill(k, syscall.SIGKILL)
+		}
+	}
+	waitFor(3*time.Second, func() bool { return !listening(listenPort) })
+}
+
+func (f *fwd) cpu() int64 {
+	t, _ := cpuTicks(f.pid(), f.tree)
+	return t
+}
+
+func (f *fwd) mem() mem {
+	m, _ := memTree(f.pid(), f.tree)
+	return m
+}
+
+// drain waits (at most 3 s) until a tree forwarder has no children left, so
+// that their CPU time has reached the parent's cutime and cstime.
+func (f *fwd) drain() {
+	if f.tree {
+		waitFor(3*time.Second, func() bool { return len(children(f.pid())) == 0 })
+	}
+}
+
+// fcase is one forwarder measurement.
+type fcase struct {
+	key, label string
+	mode       string
+	c          int
+}
+
+var fcases = []fcase{
+	{"conn1", "new connection per request, c=1", "conn", 1},
+	{"conn64", "new connection per request, c=64", "conn", 64},
+	{"ka64", "keep-alive, c=64", "keepalive", 64},
+	{"bulk1", "bulk, 1 stream", "bulk", 1},
+	{"bulk8", "bulk, 8 streams", "bulk", 8},
+}
+
+// loadResult is what bench/load prints.
+type loadResult struct {
+	Window        float64          `json:"window_s"`
+	Requests      int64            `json:"requests"`
+	Errors        int64            `json:"errors"`
+	ErrorKinds    map[string]int64 `json:"error_kinds"`
+	RPS           float64          `json:"rps"`
+	P50           float64          `json:"p50_ms"`
+	P99           float64          `json:"p99_ms"`
+	Max           float64          `json:"max_ms"`
+	GBps          float64          `json:"gb_per_s"`
+	TotalRequests int64            `json:"total_requests"`
+	TotalBytes    int64            `json:"total_bytes"`
+}
+
+// caseResult is one run of one case against one target.
+type caseResult struct {
+	load      loadResult
+	cpu       float64 // forwarder CPU seconds over the whole run
+	busy      mem     // max sampled during the window (keep-alive only)
+	afterBusy mem     // 0.5 s after the keep-alive load ended
+}
+
+func addrOf(target string) string {
+	if target == direct {
+		return upstreamAddr
+	}
+	return "127.0.0.1:" + strconv.Itoa(listenPort)
+}
+
+// runCase starts target's forwarder (if any), loads it, and stops it.
+func runCase(c fcase, target string) (caseResult, error) {
+	var r caseResult
+	var f *fwd
+	if target != direct {
+		var err error
+		if f, err = startFwd(target); err != nil {
+			return r, err
+		}
+		defer f.stop()
+	}
+	var cpu0 int64
+	if f != nil {
+		cpu0 = f.cpu()
+	}
+
+	// Sample memory three times inside the window: enough to see the
+	// peak, too few to steal CPU from the run.
+	var busy mem
+	sampled := make(chan struct{})
+	stopSampling := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(sampled)
+		if f == nil || c.mode != "keepalive" {
+			return
+		}
+		for i := 1; i <= 3; i++ {
+			at := start.Add(cfg.warmup + cfg.dur*time.Duration(i)/4)
+			select {
+			case <-time.After(time.Until(at)):
+			case <-stopSampling:
+				return
+			}
+			m := f.mem()
+			busy.rss, busy.pss = max(busy.rss, m.rss), max(busy.pss, m.pss)
+		}
+	}()
+	lr, err := runLoad(addrOf(target), c.mode, c.c)
+	close(stopSampling)
+	<-sampled
+	if err != nil {
+		return r, err
+	}
+	r.load, r.busy = lr, busy
+	if f != nil {
+		f.drain()
+		r.cpu = float64(f.cpu()-cpu0) / clockTick
+		if c.mode == "keepalive" {
+			time.Sleep(500 * time.Millisecond)
+			r.afterBusy = f.mem()
+		}
+	}
+	return r, nil
+}
+
+// runLoad runs bench/load once and decodes its result.
+func runLoad(addr, mode string, c int) (loadResult, error) {
+	var lr loadResult
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.warmup+cfg.dur+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cfg.load, "-addr", addr, "-mode", mode, "-c", strconv.Itoa(c),
+		"-d", cfg.dur.String(), "-warmup", cfg.warmup.String())
+	cmd.Env = append(cleanEnv, "GOMAXPROCS="+strconv.Itoa(cfg.loadProcs))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return lr, fmt.Errorf("load %s -c %d on %s: %v: %s", mode, c, addr, err, stderr.String())
+	}
+	if err := json.Unmarshal(out, &lr); err != nil {
+		return lr, fmt.Errorf("load output: %v: %q", err, out)
+	}
+	return lr, nil
+}
+
+// memResult is one memory step: a fresh forwarder idle, then holding 64
+// idle connections.
+type memResult struct{ idle, held mem }
+
+func runMem(target string) (memResult, error) {
+	var r memResult
+	f, err := startFwd(target)
+	if err != nil {
+		return r, err
+	}
+	defer f.stop()
+	time.Sleep(300 * time.Millisecond)
+	r.idle = f.mem()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cfg.load, "-addr", addrOf(target), "-mode", "hold", "-c", "64", "-d", "10s")
+	cmd.Env = append(cleanEnv, "GOMAXPROCS="+strconv.Itoa(cfg.loadProcs))
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		return r, err
+	}
+	br := bufio.NewReader(stdout)
+	line, err := br.ReadString('\n')
+	if strings.TrimSpace(line) != "held" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return r, fmt.Errorf("load hold: %q %v", line, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	r.held = f.mem()
+	stdin.Close()
+	rest, _ := io.ReadAll(br)
+	cmd.Wait()
+	var lr loadResult
+	if err := json.Unmarshal(rest, &lr); err == nil && lr.Errors > 0 {
+		return r, fmt.Errorf("load hold: %d of 64 connections failed", lr.Errors)
+	}
+	f.drain()
+	return r, nil
+}
+
+// fwdResults holds every round: [case key][target] and [target].
+type fwdResults struct {
+	cases map[string]map[string][]caseResult
+	mem   map[string][]memResult
+}
+
+// runForwarder runs every case against every target, round-robin within
+// each case, the order rotated each round so no target always goes first.
+func runForwarder() (*fwdResults, error) {
+	res := &fwdResults{cases: map[string]map[string][]caseResult{}, mem: map[string][]memResult{}}
+	for _, c := range fcases {
+		res.cases[c.key] = map[string][]caseResult{}
+	}
+	for round := range cfg.rounds {
+		order := rotate(targets, round)
+		for _, c := range fcases {
+			for _, t := range order {
+				r, err := runCase(c, t)
+				if err != nil {
+					return nil, fmt.Errorf("%s, %s: %w", c.label, t, err)
+				}
+				res.cases[c.key][t] = append(res.cases[c.key][t], r)
+				progress("round %d  %-34s %-12s %s", round+1, c.label, t, brief(c, r))
+			}
+		}
+		for _, t := range rotate([]string{socat, shimT}, round) {
+			m, err := runMem(t)
+			if err != nil {
+				return nil, fmt.Errorf("memory, %s: %w", t, err)
+			}
+			res.mem[t] = append(res.mem[t], m)
+			progress("round %d  %-34s %-12s idle %s, 64 idle conns %s", round+1, "memory", t, mib(m.idle.rss), mib(m.held.rss))
+		}
+	}
+	return res, nil
+}
+
+func rotate(xs []string, n int) []string {
+	n %= len(xs)
+	return append(append([]string{}, xs[n:]...), xs[:n]...)
+}
+
+func brief(c fcase, r caseResult) string {
+	l := r.load
+	s := ""
+	if c.mode == "bulk" {
+		s = fmt.Sprintf("%.2f GB/s", l.GBps)
+	} else {
+		s = fmt.Sprintf("%.0f req/s p50 %.2f ms p99 %.2f ms errors %d", l.RPS, l.P50, l.P99, l.Errors)
+		if l.Errors > 0 {
+			s += fmt.Sprintf(" %v", l.ErrorKinds)
+		}
+	}
+	if r.cpu > 0 {
+		s += fmt.Sprintf(", forwarder CPU %.2f s", r.cpu)
+	}
+	if r.busy.rss > 0 {
+		s += ", busy RSS " + mib(r.busy.rss)
+	}
+	return s
+}

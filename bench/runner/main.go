@@ -1,0 +1,207 @@
+// Command runner is the driver of make bench: it measures the convex-shim
+// forwarder against a direct connection and the seed's socat sidecar, and
+// the convex-shim init against tini, dumb-init and catatonit, and writes the
+// tables into docs/benchmarks.md.
+//
+// Run it through bench/bench.sh, which builds everything and starts it in a
+// private network namespace: it refuses to run where any interface but lo
+// exists, so all load stays on a loopback nobody else uses.
+//
+//	runner -shim bin/convex-shim -load bin/bench/load -upstream bin/bench/upstream \
+//	       -out docs/benchmarks.md
+//
+// Every case is repeated -rounds times; within a round the three targets run
+// one after another (the order rotated each round), so slow drift on the
+// machine hits all of them alike. Tables show the median of the rounds and
+// their min–max; ratios are taken within each round.
+//
+// The output file keeps everything outside the markers
+// "<!-- bench:begin -->" and "<!-- bench:end -->"; between them it writes
+// the latest results.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var cfg struct {
+	shim, load, upstream, out string
+	rounds                    int
+	dur, warmup               time.Duration
+	loadProcs                 int
+	startRuns, sigRuns        int
+	only                      string
+	command                   string
+}
+
+// cleanEnv is every child's environment: no CONVEX_* origin may leak in
+// and add forwards.
+var cleanEnv = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+var began = time.Now()
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "sigchild" {
+		sigchild()
+		return
+	}
+	flag.StringVar(&cfg.shim, "shim", "bin/convex-shim", "the convex-shim binary as shipped")
+	flag.StringVar(&cfg.load, "load", "bin/bench/load", "the bench/load binary")
+	flag.StringVar(&cfg.upstream, "upstream", "bin/bench/upstream", "the bench/upstream binary")
+	flag.StringVar(&cfg.out, "out", "docs/benchmarks.md", "file to write the results into (\"\": stdout only)")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds of every case")
+	flag.DurationVar(&cfg.dur, "d", 3*time.Second, "measured time of each forwarder case")
+	flag.DurationVar(&cfg.warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up before each forwarder case")
+	flag.IntVar(&cfg.loadProcs, "load-procs", 2, "GOMAXPROCS of the load generator")
+	flag.IntVar(&cfg.startRuns, "start-runs", 100, "runs of INIT -- /bin/true per init and round")
+	flag.IntVar(&cfg.sigRuns, "sig-runs", 20, "SIGTERM latency runs per init and round")
+	flag.StringVar(&cfg.only, "only", "forward,probes,init", "parts to run")
+	flag.StringVar(&cfg.command, "command", "make bench", "the command to quote in the output")
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "runner:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	if err := checkPrivateNet(); err != nil {
+		return err
+	}
+	for _, p := range []*string{&cfg.shim, &cfg.load, &cfg.upstream} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return err
+		}
+		*p = abs
+	}
+	m := machine()
+	progress("machine: %s", m.String())
+
+	var (
+		fr  *fwdResults
+		pr  probeResults
+		ir  *initResults
+		err error
+	)
+	if strings.Contains(cfg.only, "forward") || strings.Contains(cfg.only, "probes") {
+		up, err := startUpstream()
+		if err != nil {
+			return err
+		}
+		if strings.Contains(cfg.only, "forward") {
+			if fr, err = runForwarder(); err != nil {
+				up.stop()
+				return err
+			}
+		}
+		up.stop()
+		if strings.Contains(cfg.only, "probes") {
+			if pr, err = runProbes(); err != nil {
+				return err
+			}
+		}
+	}
+	if strings.Contains(cfg.only, "init") {
+		if ir, err = runInits(); err != nil {
+			return err
+		}
+	}
+	m.loadEnd = loadavg()
+	m.elapsed = time.Since(began)
+	if s := os.Getenv("BENCH_START"); s != "" {
+		var sec, nsec int64
+		if _, err := fmt.Sscanf(s, "%d.%d", &sec, &nsec); err == nil {
+			m.elapsed = time.Since(time.Unix(sec, nsec))
+		}
+	}
+	text := report(m, fr, pr, ir)
+	fmt.Print(text)
+	if cfg.out == "" {
+		return nil
+	}
+	return writeBetweenMarkers(cfg.out, text)
+}
+
+// checkPrivateNet refuses to load a network namespace that has anything
+// but lo: bench/bench.sh makes a fresh one.
+func checkPrivateNet() error {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return err
+	}
+	for _, i := range ifs {
+		if i.Name != "lo" {
+			return fmt.Errorf("interface %s exists: run me through bench/bench.sh, in a private network namespace", i.Name)
+		}
+		if i.Flags&net.FlagUp == 0 {
+			return fmt.Errorf("lo is down: ip link set lo up")
+		}
+	}
+	return nil
+}
+
+type proc struct{ cmd *exec.Cmd }
+
+func startUpstream() (*proc, error) {
+	cmd := exec.Command(cfg.upstream, "-listen", upstreamAddr)
+	cmd.Env, cmd.Stderr = cleanEnv, os.Stderr
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	l, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || l != "ready\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("upstream: %q %v", l, err)
+	}
+	return &proc{cmd}, nil
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Wait()
+}
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
+}
+
+const (
+	beginMarker = "<!-- bench:begin -->"
+	endMarker   = "<!-- bench:end -->"
+)
+
+// writeBetweenMarkers puts text between the markers in file, keeping the
+// rest; a file without them gets them appended.
+func writeBetweenMarkers(file, text string) error {
+	old, err := os.ReadFile(file)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	s := string(old)
+	block := beginMarker + "\n" + text + endMarker + "\n"
+	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
+	if i >= 0 && j > i {
+		s = s[:i] + block + strings.TrimPrefix(s[j+len(endMarker):], "\n")
+	} else {
+		if s != "" && !strings.HasSuffix(s, "\n\n") {
+			s += "\n"
+		}
+		s += block
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(file, []byte(s), 0o644)
+}

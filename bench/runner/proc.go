@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTick is USER_HZ, the unit of utime and friends in /proc/PID/stat.
+// Linux fixes it at 100 for user space.
+const clockTick = 100
+
+// procStat is the part of /proc/PID/stat the bench reads.
+type procStat struct {
+	state                        byte
+	ppid                         int
+	utime, stime, cutime, cstime int64 // clock ticks
+}
+
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, err
+	}
+	// The command name in parentheses may contain anything: fields start
+	// after the last ')'. f[0] is field 3 (state).
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	num := func(k int) int64 { n, _ := strconv.ParseInt(f[k-3], 10, 64); return n }
+	return procStat{
+		state: f[0][0], ppid: int(num(4)),
+		utime: num(14), stime: num(15), cutime: num(16), cstime: num(17),
+	}, nil
+}
+
+// children lists the pids whose parent is ppid. The kernel here has no
+// /proc/PID/task/TID/children, so it scans /proc.
+func children(ppid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := readStat(pid); err == nil && st.ppid == ppid {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// cpuTicks is the CPU time of pid itself (all its threads); with tree, also
+// of its reaped children (cutime, cstime) and of its live children. The
+// caller makes sure no child exits between the two readings it compares.
+func cpuTicks(pid int, tree bool) (int64, error) {
+	var kids []int
+	if tree {
+		kids = children(pid)
+	}
+	st, err := readStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	t := st.utime + st.stime
+	if !tree {
+		return t, nil
+	}
+	t += st.cutime + st.cstime
+	for _, k := range kids {
+		if c, err := readStat(k); err == nil {
+			t += c.utime + c.stime + c.cutime + c.cstime
+		}
+	}
+	return t, nil
+}
+
+// mem is resident memory in bytes: RSS, and PSS (shared pages divided
+// among the processes sharing them).
+type mem struct{ rss, pss int64 }
+
+func memOf(pid int) (mem, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return mem{}, err
+	}
+	defer f.Close()
+	var m mem
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "Rss":
+			m.rss = n << 10
+		case "Pss":
+			m.pss = n << 10
+		}
+	}
+	return m, sc.Err()
+}
+
+// memTree is memOf(pid), plus its children's with tree.
+func memTree(pid int, tree bool) (mem, error) {
+	m, err := memOf(pid)
+	if err != nil || !tree {
+		return m, err
+	}
+	for _, k := range children(pid) {
+		if c, err := memOf(k); err == nil {
+			m.rss += c.rss
+			m.pss += c.pss
+		}
+	}
+	return m, nil
+}
+
+// listening reports whether something listens on TCP port (IPv4 or IPv6).
+func listening(port int) bool {
+	want := fmt.Sprintf(":%04X ", port)
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			// sl local_address rem_address st: 0A is LISTEN.
+			if len(f) > 3 && strings.HasSuffix(f[1]+" ", want) && f[3] == "0A" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// waitFor polls cond every 2 ms until it holds or limit passes.
+func waitFor(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

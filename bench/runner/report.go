@@ -1,0 +1,472 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// machineInfo is what the report says about where it ran.
+type machineInfo struct {
+	date               time.Time
+	cores              int
+	cpu, kernel, mem   string
+	loadStart, loadEnd string
+	goVersion          string
+	versions           []string // "name version"
+	elapsed            time.Duration
+}
+
+func machine() *machineInfo {
+	m := &machineInfo{date: time.Now().UTC(), cores: runtime.NumCPU(), goVersion: runtime.Version(), loadStart: loadavg()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.TrimPrefix(strings.SplitN(string(b), "\n", 2)[0], "MemTotal:"), "%d", &kb)
+		m.mem = fmt.Sprintf("%.0f GiB", float64(kb)/(1<<20))
+	}
+	if out, err := exec.Command(cfg.shim, "--version").Output(); err == nil {
+		m.versions = append(m.versions, strings.TrimSpace(string(out)))
+	}
+	for _, pkg := range []string{"socat", "tini", "dumb-init", "catatonit"} {
+		if out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", pkg).Output(); err == nil {
+			m.versions = append(m.versions, pkg+" "+string(out))
+		}
+	}
+	return m
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func (m *machineInfo) String() string {
+	return fmt.Sprintf("%d cores (%s), Linux %s, %s RAM, load average %s", m.cores, m.cpu, m.kernel, m.mem, m.loadStart)
+}
+
+// Statistics over rounds.
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// cell formats the median and the min–max of xs with prec decimals.
+func cell(xs []float64, prec int) string {
+	if len(xs) == 0 {
+		return "—"
+	}
+	f := func(x float64) string { return num(x, prec) }
+	lo, hi := slices.Min(xs), slices.Max(xs)
+	if f(lo) == f(hi) {
+		return f(median(xs))
+	}
+	return fmt.Sprintf("%s (%s–%s)", f(median(xs)), f(lo), f(hi))
+}
+
+// num formats x with prec decimals and thousands separators.
+func num(x float64, prec int) string {
+	if math.IsNaN(x) {
+		return "—"
+	}
+	s := fmt.Sprintf("%.*f", prec, x)
+	intPart, frac, _ := strings.Cut(s, ".")
+	neg := strings.HasPrefix(intPart, "-")
+	intPart = strings.TrimPrefix(intPart, "-")
+	var b strings.Builder
+	for i, r := range intPart {
+		if i > 0 && (len(intPart)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	out := b.String()
+	if neg {
+		out = "-" + out
+	}
+	if frac != "" {
+		out += "." + frac
+	}
+	return out
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// per collects one figure of each round of a case for a target.
+func (fr *fwdResults) per(key, target string, f func(caseResult) float64) []float64 {
+	var xs []float64
+	for _, r := range fr.cases[key][target] {
+		xs = append(xs, f(r))
+	}
+	return xs
+}
+
+// ratio is a/b within each round.
+func ratio(a, b []float64) []float64 {
+	var xs []float64
+	for i := range min(len(a), len(b)) {
+		xs = append(xs, a[i]/b[i])
+	}
+	return xs
+}
+
+func diff(a, b []float64) []float64 {
+	var xs []float64
+	for i := range min(len(a), len(b)) {
+		xs = append(xs, a[i]-b[i])
+	}
+	return xs
+}
+
+// verdict is one target's line.
+type verdict struct {
+	target, measured string
+	pass             bool
+	rounds, of       int // rounds meeting it, where per-round
+}
+
+func check(target string, xs []float64, prec int, unit string, ok func(float64) bool) verdict {
+	v := verdict{target: target, measured: cell(xs, prec) + unit, pass: ok(median(xs)), of: len(xs)}
+	for _, x := range xs {
+		if ok(x) {
+			v.rounds++
+		}
+	}
+	return v
+}
+
+func (v verdict) row() string {
+	s := "MISS"
+	if v.pass {
+		s = "PASS"
+	}
+	if v.of > 1 {
+		s += fmt.Sprintf(" (%d of %d rounds)", v.rounds, v.of)
+	}
+	return fmt.Sprintf("| %s | %s | %s |\n", v.target, v.measured, s)
+}
+
+const mibF = 1 << 20
+
+func report(m *machineInfo, fr *fwdResults, pr probeResults, ir *initResults) string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+
+	w("Latest run: %s, `%s`, %s in all (build included).\n\n", m.date.Format("2006-01-02 15:04 UTC"), cfg.command, m.elapsed.Round(time.Second))
+	w("- Machine: %d cores, %s; Linux %s; %s RAM. Load average (1, 5, 15 min) %s at the start, %s at the end.\n",
+		m.cores, m.cpu, m.kernel, m.mem, m.loadStart, m.loadEnd)
+	w("- Software: %s (static, as `make build` ships it); Debian's %s; %s.\n",
+		firstOr(m.versions, "convex-shim"), strings.Join(m.versions[min(1, len(m.versions)):], ", "), m.goVersion)
+	w("- Setup: a private network namespace (`unshare --net`, lo only); upstream `bench/upstream` (net/http) on 127.0.0.1:3210; "+
+		"forwarders on port 80; load from `bench/load` with GOMAXPROCS=%d; nothing pinned to cores. "+
+		"Each forwarder case: %v warm-up + %v measured, a fresh forwarder process, %d rounds, targets round-robin in a rotated order. "+
+		"Cells: median of the rounds (min–max); ratios are taken within each round.\n\n",
+		cfg.loadProcs, cfg.warmup, cfg.dur, cfg.rounds)
+
+	var verdicts []verdict
+	if fr != nil {
+		verdicts = append(verdicts, forwarderVerdicts(fr)...)
+	}
+	if pr != nil {
+		hc := pr["halfclose"][shimT]
+		verdicts = append(verdicts, verdict{target: "half-close, response 2 s later: arrives whole", measured: hc, pass: strings.HasPrefix(hc, "whole")})
+	}
+	if ir != nil {
+		verdicts = append(verdicts, initVerdicts(ir)...)
+	}
+	if len(verdicts) > 0 {
+		w("### Targets\n\n| target | convex-shim | |\n|---|---|---|\n")
+		for _, v := range verdicts {
+			b.WriteString(v.row())
+		}
+		b.WriteString("\n")
+	}
+	if fr != nil {
+		forwarderTable(&b, fr)
+	}
+	if pr != nil {
+		w("### Behaviour probes\n\n| probe | direct | socat | convex-shim |\n|---|---|---|---|\n")
+		for _, p := range probes {
+			r := pr[p.key]
+			w("| %s | %s | %s | %s |\n", p.label, dash(r[direct]), dash(r[socat]), dash(r[shimT]))
+		}
+		b.WriteString("\n")
+	}
+	if ir != nil {
+		initTable(&b, ir)
+	}
+	return b.String()
+}
+
+func firstOr(xs []string, def string) string {
+	if len(xs) == 0 {
+		return def
+	}
+	return xs[0]
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+func rps(r caseResult) float64    { return r.load.RPS }
+func p50(r caseResult) float64    { return r.load.P50 }
+func p99(r caseResult) float64    { return r.load.P99 }
+func errs(r caseResult) float64   { return float64(r.load.Errors) }
+func gbps(r caseResult) float64   { return r.load.GBps }
+func cpuGB(r caseResult) float64  { return r.cpu / (float64(r.load.TotalBytes) / 1e9) }
+func cpu10k(r caseResult) float64 { return r.cpu / float64(r.load.TotalRequests) * 1e4 }
+
+func forwarderVerdicts(fr *fwdResults) []verdict {
+	d, s := func(k string, f func(caseResult) float64) []float64 { return fr.per(k, direct, f) },
+		func(k string, f func(caseResult) float64) []float64 { return fr.per(k, shimT, f) }
+	so := func(k string, f func(caseResult) float64) []float64 { return fr.per(k, socat, f) }
+	ge := func(t float64) func(float64) bool { return func(x float64) bool { return x >= t } }
+	le := func(t float64) func(float64) bool { return func(x float64) bool { return x <= t } }
+	var totalErr float64
+	for _, k := range []string{"conn1", "conn64", "ka64"} {
+		for _, e := range s(k, errs) {
+			totalErr += e
+		}
+	}
+	var busy, idle []float64
+	for _, r := range fr.cases["ka64"][shimT] {
+		busy = append(busy, float64(r.busy.rss)/mibF)
+	}
+	for _, r := range fr.mem[shimT] {
+		idle = append(idle, float64(r.idle.rss)/mibF)
+	}
+	return []verdict{
+		check("new connections c=64: ≥ 0.6× direct", ratio(s("conn64", rps), d("conn64", rps)), 2, "×", ge(0.6)),
+		check("new connections c=64: p99 ≤ direct p99 + 2 ms", diff(s("conn64", p99), d("conn64", p99)), 2, " ms over direct", le(2)),
+		{target: "new connections and keep-alive: zero errors", measured: num(totalErr, 0) + " errors in all rounds", pass: totalErr == 0},
+		check("keep-alive c=64: ≥ 0.7× direct", ratio(s("ka64", rps), d("ka64", rps)), 2, "×", ge(0.7)),
+		check("bulk, 1 stream: ≥ 0.6× direct", ratio(s("bulk1", gbps), d("bulk1", gbps)), 2, "×", ge(0.6)),
+		check("bulk, 8 streams: ≥ 0.6× direct", ratio(s("bulk8", gbps), d("bulk8", gbps)), 2, "×", ge(0.6)),
+		check("CPU per GB, 1 stream: ≤ ¼ of socat's", ratio(s("bulk1", cpuGB), so("bulk1", cpuGB)), 2, "× socat's", le(0.25)),
+		check("CPU per GB, 8 streams: ≤ ¼ of socat's", ratio(s("bulk8", cpuGB), so("bulk8", cpuGB)), 2, "× socat's", le(0.25)),
+		check("RSS idle ≤ 4 MiB", idle, 1, " MiB", le(4)),
+		check("RSS with 64 busy connections ≤ 8 MiB", busy, 1, " MiB", le(8)),
+	}
+}
+
+func forwarderTable(b *strings.Builder, fr *fwdResults) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("### Forwarder\n\n| case | direct | socat (seed) | convex-shim | socat vs direct | convex-shim vs direct |\n|---|---|---|---|---|---|\n")
+	row := func(label, key string, f func(caseResult) float64, prec int, how string) {
+		d, so, s := fr.per(key, direct, f), fr.per(key, socat, f), fr.per(key, shimT, f)
+		var rs, rh string
+		switch how {
+		case "ratio":
+			rs, rh = cell(ratio(so, d), 2)+"×", cell(ratio(s, d), 2)+"×"
+		case "diff":
+			rs, rh = signed(cell(diff(so, d), prec))+" ms", signed(cell(diff(s, d), prec))+" ms"
+		}
+		w("| %s | %s | %s | %s | %s | %s |\n", label, cell(d, prec), cell(so, prec), cell(s, prec), dash(rs), dash(rh))
+	}
+	for _, c := range fcases {
+		switch c.mode {
+		case "bulk":
+			row(c.label+": GB/s", c.key, gbps, 2, "ratio")
+		default:
+			row(c.label+": req/s", c.key, rps, 0, "ratio")
+			row(c.label+": p50 ms", c.key, p50, 2, "diff")
+			row(c.label+": p99 ms", c.key, p99, 2, "diff")
+			row(c.label+": errors", c.key, errs, 0, "")
+		}
+	}
+	cpuRow := func(label, key string, f func(caseResult) float64) {
+		so, s := fr.per(key, socat, f), fr.per(key, shimT, f)
+		w("| %s | — | %s | %s | | %s× socat's |\n", label, cell(so, 2), cell(s, 2), cell(ratio(s, so), 2))
+	}
+	cpuRow("forwarder CPU s per GB, 1 stream", "bulk1", cpuGB)
+	cpuRow("forwarder CPU s per GB, 8 streams", "bulk8", cpuGB)
+	cpuRow("forwarder CPU s per 10k connections (c=64)", "conn64", cpu10k)
+	cpuRow("forwarder CPU s per 10k connections (c=1)", "conn1", cpu10k)
+	memRow := func(label string, f func(t string) []float64) {
+		w("| %s | — | %s | %s | | |\n", label, cell(f(socat), 1), cell(f(shimT), 1))
+	}
+	fromMem := func(g func(memResult) int64) func(string) []float64 {
+		return func(t string) []float64 {
+			var xs []float64
+			for _, r := range fr.mem[t] {
+				xs = append(xs, float64(g(r))/mibF)
+			}
+			return xs
+		}
+	}
+	fromKA := func(g func(caseResult) int64) func(string) []float64 {
+		return func(t string) []float64 {
+			return fr.per("ka64", t, func(r caseResult) float64 { return float64(g(r)) / mibF })
+		}
+	}
+	memRow("RSS MiB, idle (fresh)", fromMem(func(r memResult) int64 { return r.idle.rss }))
+	memRow("RSS MiB, 64 idle connections", fromMem(func(r memResult) int64 { return r.held.rss }))
+	memRow("RSS MiB, 64 busy connections (max of 3 samples, keep-alive c=64)", fromKA(func(r caseResult) int64 { return r.busy.rss }))
+	memRow("RSS MiB, idle 0.5 s after the keep-alive load", fromKA(func(r caseResult) int64 { return r.afterBusy.rss }))
+	memRow("PSS MiB, idle (fresh)", fromMem(func(r memResult) int64 { return r.idle.pss }))
+	memRow("PSS MiB, 64 idle connections", fromMem(func(r memResult) int64 { return r.held.pss }))
+	memRow("PSS MiB, 64 busy connections", fromKA(func(r caseResult) int64 { return r.busy.pss }))
+	w("\nsocat's CPU and memory are its whole tree: the listener, the children alive at the reading, and the CPU of children that exited (the listener's cutime and cstime). " +
+		"RSS counts pages shared between socat's forked children once per child; PSS divides them. convex-shim's figures are the shim process alone (its child is an idle `sleep`).\n")
+	var kinds []string
+	for _, c := range fcases {
+		for _, t := range targets {
+			agg := map[string]int64{}
+			for _, r := range fr.cases[c.key][t] {
+				for k, n := range r.load.ErrorKinds {
+					agg[k] += n
+				}
+			}
+			for k, n := range agg {
+				kinds = append(kinds, fmt.Sprintf("%s, %s: %d × %s", c.label, t, n, k))
+			}
+		}
+	}
+	if len(kinds) > 0 {
+		slices.Sort(kinds)
+		w("Errors by kind, all rounds: %s.\n", strings.Join(kinds, "; "))
+	}
+	w("\n")
+}
+
+func signed(s string) string {
+	if s == "—" || strings.HasPrefix(s, "-") {
+		return s
+	}
+	return "+" + s
+}
+
+func initVerdicts(ir *initResults) []verdict {
+	tini := ir.start["tini"]
+	if median(ir.start["tini-static"]) < median(tini) {
+		tini = ir.start["tini-static"]
+	}
+	var vs []verdict
+	vs = append(vs, check("init: start to child within 2 ms of tini (the faster of tini, tini-static)", diff(ir.start["convex-shim"], tini), 2, " ms over tini", func(x float64) bool { return x <= 2 }))
+	bi, err := describeBin(cfg.shim)
+	v := verdict{target: "static binary ≤ 2.5 MiB stripped"}
+	if err == nil {
+		v.measured = fmt.Sprintf("%s bytes = %.2f MiB, %s, %s", num(float64(bi.size), 0), float64(bi.size)/mibF, staticWord(bi.static), strippedWord(bi.stripped))
+		v.pass = bi.static && bi.stripped && bi.size <= 5<<19
+	}
+	return append(vs, v)
+}
+
+func staticWord(s bool) string {
+	if s {
+		return "static"
+	}
+	return "dynamic"
+}
+
+func strippedWord(s bool) string {
+	if s {
+		return "stripped"
+	}
+	return "not stripped"
+}
+
+func initTable(b *strings.Builder, ir *initResults) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("### Init\n\nEach init runs as PID 1 of a fresh PID namespace, as in a container.\n\n")
+	w("| | %s |\n|---|", strings.Join(names(ir.progs), " | "))
+	for range ir.progs {
+		w("---|")
+	}
+	w("\n")
+	line := func(label string, f func(p initProg) string) {
+		w("| %s |", label)
+		for _, p := range ir.progs {
+			w(" %s |", f(p))
+		}
+		w("\n")
+	}
+	line(fmt.Sprintf("start to child exit, `INIT -- /bin/true`, ms (median of %d runs per round; /bin/true alone: %s)", cfg.startRuns, cell(ir.bare, 2)),
+		func(p initProg) string { return cell(ir.start[p.name], 2) })
+	line("idle RSS with a sleeping child, MiB", func(p initProg) string {
+		var xs []float64
+		for _, m := range ir.rss[p.name] {
+			xs = append(xs, float64(m.rss)/mibF)
+		}
+		return cell(xs, 2)
+	})
+	line("idle PSS, MiB", func(p initProg) string {
+		var xs []float64
+		for _, m := range ir.rss[p.name] {
+			xs = append(xs, float64(m.pss)/mibF)
+		}
+		return cell(xs, 2)
+	})
+	line("binary size", func(p initProg) string {
+		bi, err := describeBin(p.path)
+		if err != nil {
+			return "?"
+		}
+		return fmt.Sprintf("%s bytes, %s, %s", num(float64(bi.size), 0), staticWord(bi.static), strippedWord(bi.stripped))
+	})
+	line(fmt.Sprintf("SIGTERM to the child's handler running, µs (median of %d per round)", cfg.sigRuns), func(p initProg) string {
+		return cell(ir.sig[p.name], 0)
+	})
+	line("signal the child gets", func(p initProg) string { return ir.sigs[p.name] })
+	reap := func(label string, f func(reapResult) float64, prec int) {
+		line(label, func(p initProg) string {
+			var xs []float64
+			for _, r := range ir.reap[p.name] {
+				xs = append(xs, f(r))
+			}
+			if len(xs) == 0 {
+				return "same reaper"
+			}
+			return cell(xs, prec)
+		})
+	}
+	reap("10,000 orphans: start to all reaped, s", func(r reapResult) float64 { return r.total.Seconds() }, 2)
+	reap("10,000 orphans: last fork to all reaped, ms", func(r reapResult) float64 { return float64(r.tail) / 1e6 }, 1)
+	reap("10,000 orphans: unreaped at the last fork", func(r reapResult) float64 { return float64(r.backlog) }, 0)
+	reap("10,000 orphans: the init's CPU, s", func(r reapResult) float64 { return r.cpu }, 2)
+	w("\nThe orphans come from `/bin/sh -c` (dash): 1,000 subshells each start ten background `true` and exit at once, " +
+		"so the producer's forking sets the pace and the tail shows whether the init keeps up. " +
+		"The SIGTERM latency child is a Go program (`runner sigchild`) that timestamps the signal with CLOCK_MONOTONIC; the runner takes its own timestamp just before kill(2).\n\n")
+}
+
+func names(ps []initProg) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.name)
+	}
+	return out
+}
