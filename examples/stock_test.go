@@ -1,0 +1,838 @@
+package examples
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"gopkg.in/yaml.v3"
+)
+
+// The two ways to run convex-shim on the STOCK backend image, with no image of
+// one's own (issue 7): compose-stock-image/ and kubernetes/stock-image/. Each file
+// is parsed and held to its README; then each is run for real on the stand-in for
+// the stock image (convex-standin:test, built FROM scratch by e2e/standin/build.sh),
+// with the shim-only image built from Dockerfile.backend (target shim-prebuilt: the
+// classic builder, nothing pulled).
+//
+// The Docker helpers of e2e/internal/dockertest cannot be imported from here (Go's
+// internal rule: only e2e/... may), so this file reuses compose_test.go's helpers
+// and adds the few it needs.
+
+const (
+	stockComposeFile = "compose-stock-image/docker-compose.yml"
+	stockK8sDir      = "kubernetes/stock-image"
+	// shimOnlyImage is Dockerfile.backend --target shim-prebuilt, tagged by buildStock.
+	shimOnlyImage = "convex-shim-only:test"
+	// shimPath is where both examples put the binary and run it from.
+	shimPath = "/shim/convex-shim"
+)
+
+// nodeOps are the callbacks each test makes: every kind, storage round trip included.
+var nodeOps = []string{"query", "mutation", "action", "storage_store", "storage_get"}
+
+// ---- builds ----
+
+var (
+	stockOnce sync.Once
+	stockErr  error
+)
+
+// buildStock builds, once per test binary, what both stock-image tests need: the
+// stand-in image, bin/convex-shim (make build) and from it the shim-only image.
+func buildStock(t *testing.T) {
+	t.Helper()
+	stockOnce.Do(func() {
+		stockErr = withBuildLock(func() error {
+			for _, c := range [][]string{
+				{"bash", "e2e/standin/build.sh", standinImage},
+				{"make", "build"},
+			} {
+				if err := runIn("..", c...); err != nil {
+					return err
+				}
+			}
+			old, _ := docker("image", "inspect", "-f", "{{.Id}}", shimOnlyImage)
+			if err := runIn("..", "docker", "build", "-q", "-f", "Dockerfile.backend",
+				"--target", "shim-prebuilt", "-t", shimOnlyImage, "."); err != nil {
+				return err
+			}
+			// A rebuild leaves the previous image untagged: remove it (unless in use).
+			if now, _ := docker("image", "inspect", "-f", "{{.Id}}", shimOnlyImage); old != "" && old != now {
+				docker("rmi", old)
+			}
+			return nil
+		})
+	})
+	if stockErr != nil {
+		t.Fatal(stockErr)
+	}
+}
+
+// withBuildLock holds the lock e2e/internal/dockertest takes around its image builds
+// (the same file), so that `go test ./...` never runs two builds of the same tags,
+// or a docker build reading bin/convex-shim while make build rewrites it, at once.
+func withBuildLock(build func() error) error {
+	path := filepath.Join(os.TempDir(), "convex-shim-e2e-build.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open build lock: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", path, err)
+	}
+	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return build()
+}
+
+func runIn(dir string, args ...string) error {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s (in %s): %v\n%s", strings.Join(args, " "), dir, err, out)
+	}
+	return nil
+}
+
+// ---- small helpers ----
+
+// eventually polls cond until it holds, failing with its last message after within.
+func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		ok, msg := cond()
+		if ok {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: not after %v; last: %s", what, within, msg)
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval
+	}
+}
+
+// trackContainer removes the container (and its anonymous volumes) when the test
+// ends, printing its logs first if the test failed.
+func trackContainer(t *testing.T, name string) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := exec.Command("docker", "logs", name).CombinedOutput()
+			t.Logf("docker logs %s:\n%s", name, logs)
+		}
+		if out, err := docker("rm", "-f", "-v", name); err != nil && !strings.Contains(out, "No such container") {
+			t.Log(err)
+		}
+	})
+}
+
+// copyOut reads one file out of a container (running or not) with docker cp, which
+// also sees its volumes, and returns the file's tar header and content.
+func copyOut(t *testing.T, ctr, path string) (*tar.Header, []byte) {
+	t.Helper()
+	cmd := exec.Command("docker", "cp", ctr+":"+path, "-")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("docker cp %s:%s: %v: %s", ctr, path, err, stderr.Bytes())
+	}
+	tr := tar.NewReader(bytes.NewReader(out))
+	hdr, err := tr.Next()
+	if err != nil {
+		t.Fatalf("docker cp %s:%s: %v", ctr, path, err)
+	}
+	data, err := io.ReadAll(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hdr, data
+}
+
+func sha(data []byte) string {
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
+}
+
+// mountRW reports whether the container has a mount at dest and whether it is writable.
+func mountRW(t *testing.T, ctr, dest string) (found, rw bool) {
+	t.Helper()
+	out, err := docker("inspect", "-f", `{{range .Mounts}}{{.Destination}} {{.RW}}{{"\n"}}{{end}}`, ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if d, v, ok := strings.Cut(strings.TrimSpace(l), " "); ok && d == dest {
+			return true, v == "true"
+		}
+	}
+	return false, false
+}
+
+// checkCallbacks runs a Node action making nodeOps against the backend published at
+// api and checks that each callback went through the shim's 127.0.0.1:80 (the logs
+// of ctr, with CONVEX_SHIM_VERBOSE, name each forwarded connection).
+func checkCallbacks(t *testing.T, ctr, api string) {
+	t.Helper()
+	start := time.Now()
+	res, err := nodeAction(api, nodeOps, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	for _, r := range res.Results {
+		t.Logf("callback %s to http://127.0.0.1: ok=%v value=%s", r.Op, r.OK, r.Value)
+	}
+	if len(res.Results) != len(nodeOps) {
+		t.Errorf("%d results for %d ops", len(res.Results), len(nodeOps))
+	}
+	if got := string(res.Results[len(res.Results)-1].Value); got != `"hello from node"` {
+		t.Errorf("storage_get returned %s, want the bytes storage_store uploaded", got)
+	}
+	logs, _ := exec.Command("docker", "logs", ctr).CombinedOutput()
+	for _, want := range []string{
+		"forwarding 127.0.0.1:80 -> 127.0.0.1:3210 (default)",        // the startup line
+		"forward: 127.0.0.1:80 -> 127.0.0.1:3210: client 127.0.0.1:", // a callback through it (-v)
+	} {
+		if !bytes.Contains(logs, []byte(want)) {
+			t.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
+	n := bytes.Count(logs, []byte("forward: 127.0.0.1:80 -> 127.0.0.1:3210: client"))
+	t.Logf("Node action with %d callbacks: %v; %d connections through 127.0.0.1:80", len(nodeOps), took.Round(time.Millisecond), n)
+}
+
+// stopDrains starts a callback that the backend holds for 2s, runs stop (the
+// platform's stop) while it is in flight, and checks the drain: the callback
+// completes, the container exits 0 well inside the shim's grace, and the backend saw
+// exactly one SIGINT (none reached its Node server).
+func stopDrains(t *testing.T, ctr, api string, grace time.Duration, stopWhat string, stop func()) {
+	t.Helper()
+	inflight := make(chan error, 1)
+	go func() {
+		_, err := nodeAction(api, []string{"query"}, "2s")
+		inflight <- err
+	}()
+	waitLog(t, ctr, "callback query: sleeping 2s", 30*time.Second)
+
+	start := time.Now()
+	stop()
+	took := time.Since(start)
+	select {
+	case err := <-inflight:
+		if err != nil {
+			t.Errorf("callback in flight during %s: %v", stopWhat, err)
+		} else {
+			t.Logf("callback in flight during %s: completed", stopWhat)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("callback in flight during %s: no answer 30s later", stopWhat)
+	}
+	state, err := docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}", ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s took %v; container: %s", stopWhat, took.Round(time.Millisecond), state)
+	if state != "exited 0 false" {
+		t.Errorf("container state, exit code, OOMKilled = %q, want \"exited 0 false\" (a drained backend exits 0)", state)
+	}
+	if took >= grace {
+		t.Errorf("%s took %v, not under the shim's %v grace: the drain did not end it", stopWhat, took, grace)
+	}
+	signals := readSignalLog(t, ctr)
+	t.Logf("signals.log: %q", signals)
+	if !slices.Equal(signals, []string{"backend SIGINT"}) {
+		t.Errorf("signals received = %q, want exactly [\"backend SIGINT\"] (one SIGINT to the backend, none to its Node server)", signals)
+	}
+}
+
+// ---- compose on the stock image ----
+
+type stockComposeFileT struct {
+	Services map[string]struct {
+		Build struct {
+			Context, Dockerfile, Target string
+		}
+		Image           string
+		Entrypoint      []string
+		Command         []string
+		Restart         string
+		StopSignal      string `yaml:"stop_signal"`
+		StopGracePeriod string `yaml:"stop_grace_period"`
+		Ports           []string
+		Volumes         []string
+		Environment     map[string]string
+		Healthcheck     struct{ Test []string }
+		DependsOn       map[string]struct{ Condition string } `yaml:"depends_on"`
+	}
+	Volumes map[string]any
+}
+
+func TestComposeStockImageFile(t *testing.T) {
+	var f stockComposeFileT
+	raw, err := os.ReadFile(stockComposeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(interpolate(string(raw))), &f); err != nil {
+		t.Fatal(err)
+	}
+	inst, ok := f.Services["shim-install"]
+	if !ok {
+		t.Fatal("no shim-install service")
+	}
+	requireDockerfile(t, "shim-install build", filepath.Join("compose-stock-image", inst.Build.Context, inst.Build.Dockerfile))
+	if inst.Build.Target != "shim" {
+		t.Errorf("shim-install build target defaults to %q, want shim (the shim-only image)", inst.Build.Target)
+	}
+	if !slices.Equal(inst.Command, []string{"--install", "/shim"}) {
+		t.Errorf("shim-install command %q, want [--install /shim]", inst.Command)
+	}
+	if inst.Restart != "no" {
+		t.Errorf("shim-install restart %q, want \"no\": it is a one-shot", inst.Restart)
+	}
+	if !slices.Contains(inst.Volumes, "shim:/shim") {
+		t.Errorf("shim-install volumes %q, want shim:/shim (writable)", inst.Volumes)
+	}
+
+	b, ok := f.Services["backend"]
+	if !ok {
+		t.Fatal("no backend service")
+	}
+	if b.Build.Context != "" || !strings.HasPrefix(b.Image, wantStock) {
+		t.Errorf("backend image %q (build %q): want the stock %s... image, not a build", b.Image, b.Build.Context, wantStock)
+	}
+	if want := []string{shimPath, "--", "./run_backend.sh"}; !slices.Equal(b.Entrypoint, want) {
+		t.Errorf("backend entrypoint %q, want %q", b.Entrypoint, want)
+	}
+	if len(b.Command) != 0 {
+		t.Errorf("backend command %q: none, so docker run arguments reach run_backend.sh as in the stock image", b.Command)
+	}
+	if c := b.DependsOn["shim-install"].Condition; c != "service_completed_successfully" {
+		t.Errorf("backend depends_on shim-install condition %q, want service_completed_successfully", c)
+	}
+	if !slices.Contains(b.Volumes, "shim:/shim:ro") || !slices.Contains(b.Volumes, "data:/convex/data") {
+		t.Errorf("backend volumes %q, want shim:/shim:ro and data:/convex/data", b.Volumes)
+	}
+	for _, v := range []string{"shim", "data"} {
+		if _, ok := f.Volumes[v]; !ok {
+			t.Errorf("volume %s is not declared", v)
+		}
+	}
+	if b.StopSignal != "" {
+		t.Errorf("backend stop_signal %q: none is needed, the shim translates SIGTERM", b.StopSignal)
+	}
+	stopGrace, err := time.ParseDuration(b.StopGracePeriod)
+	if err != nil {
+		t.Fatalf("stop_grace_period %q: %v", b.StopGracePeriod, err)
+	}
+	grace := checkGrace(t, b.Environment, stopGrace, "stop_grace_period")
+	if got := b.Environment["CONVEX_CLOUD_ORIGIN"]; got != "http://127.0.0.1" {
+		t.Errorf("CONVEX_CLOUD_ORIGIN defaults to %q, want http://127.0.0.1 (port 80, the shim's default forward)", got)
+	}
+	if want := []string{"CMD", shimPath, "--check"}; !slices.Equal(b.Healthcheck.Test, want) {
+		t.Errorf("backend healthcheck %q, want %q", b.Healthcheck.Test, want)
+	}
+	for _, p := range []string{":3210:3210", ":3211:3211"} {
+		if !slices.ContainsFunc(b.Ports, func(s string) bool { return strings.HasSuffix(s, p) }) {
+			t.Errorf("backend ports %q: none ends in %s", b.Ports, p)
+		}
+	}
+	if d := f.Services["dashboard"]; d.DependsOn["backend"].Condition != "service_healthy" {
+		t.Errorf("dashboard depends_on %v: want backend service_healthy", d.DependsOn)
+	}
+	readmeMentions(t, "compose-stock-image", "stop_grace_period: "+b.StopGracePeriod, "CONVEX_SHIM_GRACE: "+grace.String(),
+		"SIGTERM", "--install /shim", "shim:/shim:ro", "service_completed_successfully",
+		`entrypoint: ["/shim/convex-shim", "--", "./run_backend.sh"]`, `["CMD", "/shim/convex-shim", "--check"]`,
+		"http://127.0.0.1", "shim-prebuilt", "/convex/data", "3210", "3211")
+}
+
+// stockCompose runs docker-compose on compose-stock-image/ with a project of its own.
+type stockCompose struct {
+	t       *testing.T
+	project string
+	env     []string
+}
+
+func (c *stockCompose) run(ctx context.Context, args ...string) (string, error) {
+	full := append([]string{"-f", stockComposeFile, "-p", c.project}, args...)
+	cmd := exec.CommandContext(ctx, "docker-compose", full...)
+	cmd.Env = append(os.Environ(), c.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+func (c *stockCompose) must(args ...string) string {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := c.run(ctx, args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// TestComposeStockImageUp brings compose-stock-image/ up for real with docker-compose
+// (v1) on the stand-in for the stock image (backend and its installer; the dashboard
+// image cannot be pulled here): the installer puts the shim on the volume and exits
+// 0, the backend starts only then, turns healthy through the shim's --check, serves
+// Node callbacks to http://127.0.0.1 through the shim's 127.0.0.1:80, and drains on
+// `docker-compose stop`.
+func TestComposeStockImageUp(t *testing.T) {
+	t.Parallel()
+	requireTools(t)
+	buildStock(t)
+
+	c := &stockCompose{t: t, project: "convexshimstock" + randomHex(4), env: []string{
+		"CONVEX_BACKEND_IMAGE=" + standinImage,
+		"CONVEX_SHIM_TARGET=shim-prebuilt", // the classic builder; bin/ from buildStock
+		"CONVEX_SHIM_VERBOSE=true",
+		"PUBLISH_ADDRESS=127.0.0.1",   // loopback only
+		"PORT=0", "SITE_PROXY_PORT=0", // ephemeral host ports: the origin names none
+	}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			logs, _ := c.run(ctx, "logs", "--no-color", "shim-install", "backend")
+			cancel()
+			t.Logf("logs:\n%s", logs)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if out, err := c.run(ctx, "down", "-v", "--rmi", "local", "--remove-orphans"); err != nil {
+			t.Errorf("cleanup: %v\n%s", err, out)
+		}
+	})
+
+	// The build reads bin/convex-shim: under the lock, so no make build rewrites it.
+	if err := withBuildLock(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		_, err := c.run(ctx, "build", "shim-install")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.must("up", "-d", "backend")
+	t.Logf("docker-compose up -d backend: %v (shim-install ran to completion first)", time.Since(start).Round(time.Millisecond))
+
+	inst := c.must("ps", "-a", "-q", "shim-install")
+	if inst == "" {
+		t.Fatal("docker-compose ps -a -q shim-install: no container")
+	}
+	state, err := docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", inst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	instLogs, _ := exec.Command("docker", "logs", inst).CombinedOutput()
+	t.Logf("shim-install: %s: %s", state, bytes.TrimSpace(instLogs))
+	if state != "exited 0" || !bytes.Contains(instLogs, []byte("installed as "+shimPath)) {
+		t.Errorf("shim-install is %q, output %q: want exited 0 and \"installed as %s\"", state, instLogs, shimPath)
+	}
+
+	id := c.must("ps", "-q", "backend")
+	if id == "" {
+		t.Fatal("docker-compose ps -q backend: no container")
+	}
+	if found, rw := mountRW(t, id, "/shim"); !found || rw {
+		t.Errorf("backend's /shim mount: found %v, writable %v; want read-only", found, rw)
+	}
+	health := waitHealthy(t, id, 90*time.Second)
+	t.Logf("up to %s in %v", health, time.Since(start).Round(time.Millisecond))
+
+	// The README's verification step.
+	out, err := docker("exec", id, shimPath, "--check")
+	t.Logf("docker exec backend %s --check (%v):\n%s", shimPath, err, out)
+	if err != nil || !strings.Contains(out, "127.0.0.1:80") {
+		t.Errorf("--check in the backend: %v", err)
+	}
+
+	api := c.must("port", "backend", "3210")
+	checkCallbacks(t, id, api)
+
+	stopDrains(t, id, api, 8*time.Second, "docker-compose stop", func() { c.must("stop") })
+}
+
+// ---- Kubernetes on the stock image ----
+
+type k8sMount struct {
+	Name      string
+	MountPath string `yaml:"mountPath"`
+	ReadOnly  bool   `yaml:"readOnly"`
+}
+
+type k8sContainer struct {
+	Name, Image   string
+	Command, Args []string
+	WorkingDir    string `yaml:"workingDir"`
+	Ports         []struct {
+		Name          string
+		ContainerPort int `yaml:"containerPort"`
+	}
+	Env             []struct{ Name, Value string }
+	VolumeMounts    []k8sMount `yaml:"volumeMounts"`
+	SecurityContext *struct {
+		ReadOnlyRootFilesystem   bool  `yaml:"readOnlyRootFilesystem"`
+		AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+		Capabilities             struct{ Add, Drop []string }
+	} `yaml:"securityContext"`
+	StartupProbe   *k8sProbe `yaml:"startupProbe"`
+	ReadinessProbe *k8sProbe `yaml:"readinessProbe"`
+	LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
+}
+
+func (c k8sContainer) env() map[string]string {
+	m := map[string]string{}
+	for _, e := range c.Env {
+		m[e.Name] = e.Value
+	}
+	return m
+}
+
+func (c k8sContainer) mountOf(volume string) *k8sMount {
+	for i, m := range c.VolumeMounts {
+		if m.Name == volume {
+			return &c.VolumeMounts[i]
+		}
+	}
+	return nil
+}
+
+type k8sDeployment struct {
+	Metadata struct {
+		Name   string
+		Labels map[string]string
+	}
+	Spec struct {
+		Replicas int
+		Strategy struct{ Type string }
+		Selector struct {
+			MatchLabels map[string]string `yaml:"matchLabels"`
+		}
+		Template struct {
+			Metadata struct{ Labels map[string]string }
+			Spec     struct {
+				TerminationGracePeriodSeconds int            `yaml:"terminationGracePeriodSeconds"`
+				InitContainers                []k8sContainer `yaml:"initContainers"`
+				Containers                    []k8sContainer
+				Volumes                       []struct {
+					Name     string
+					EmptyDir *struct {
+						SizeLimit string `yaml:"sizeLimit"`
+					} `yaml:"emptyDir"`
+					PersistentVolumeClaim *struct {
+						ClaimName string `yaml:"claimName"`
+					} `yaml:"persistentVolumeClaim"`
+				}
+			}
+		}
+	}
+}
+
+// stockPod is what the stock-image Deployment runs, resolved: the init container and
+// the directory it installs into, the backend container and where it sees that
+// directory.
+type stockPod struct {
+	dep        k8sDeployment
+	init       k8sContainer
+	installDir string // the init container's --install DIR
+	backend    k8sContainer
+	shimMount  k8sMount // the backend's mount of the install volume
+	grace      time.Duration
+}
+
+// loadStockPod parses kubernetes/stock-image/deployment.yaml and resolves the chain
+// init container args -> its volume mount -> an emptyDir -> the backend's mount.
+func loadStockPod(t *testing.T) stockPod {
+	t.Helper()
+	docs := k8sDocs(t, stockK8sDir)
+	if len(docs) != 1 || len(docs["Deployment"]) != 1 {
+		t.Fatalf("%s: want exactly one document, a Deployment (it uses ../service.yaml and ../persistentvolumeclaim.yaml)", stockK8sDir)
+	}
+	var p stockPod
+	if err := docs["Deployment"][0].Decode(&p.dep); err != nil {
+		t.Fatal(err)
+	}
+	spec := p.dep.Spec.Template.Spec
+	if len(spec.InitContainers) != 1 || len(spec.Containers) != 1 {
+		t.Fatalf("%d init containers and %d containers, want 1 and 1 (the installer; the backend, no sidecar)", len(spec.InitContainers), len(spec.Containers))
+	}
+	p.init, p.backend = spec.InitContainers[0], spec.Containers[0]
+	if len(p.init.Args) != 2 || p.init.Args[0] != "--install" {
+		t.Fatalf("init container args %q, want [--install DIR]", p.init.Args)
+	}
+	p.installDir = p.init.Args[1]
+	var volume string
+	for _, m := range p.init.VolumeMounts {
+		if m.MountPath == p.installDir && !m.ReadOnly {
+			volume = m.Name
+		}
+	}
+	if volume == "" {
+		t.Fatalf("init container: no writable volume mounted at %s, its --install DIR", p.installDir)
+	}
+	for _, v := range spec.Volumes {
+		if v.Name == volume && v.EmptyDir == nil {
+			t.Errorf("volume %s is not an emptyDir", volume)
+		}
+	}
+	m := p.backend.mountOf(volume)
+	if m == nil {
+		t.Fatalf("backend does not mount volume %s, where the init container installs the shim", volume)
+	}
+	p.shimMount = *m
+	p.grace = checkGrace(t, p.backend.env(), time.Duration(spec.TerminationGracePeriodSeconds)*time.Second, "terminationGracePeriodSeconds")
+	return p
+}
+
+func quoted(s []string) string {
+	q := make([]string, len(s))
+	for i, v := range s {
+		q[i] = strconv.Quote(v)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+func TestKubernetesStockImageManifest(t *testing.T) {
+	p := loadStockPod(t)
+	spec := p.dep.Spec.Template.Spec
+	b := p.backend
+
+	// It replaces ../deployment.yaml and uses ../service.yaml and the claim there.
+	parent := k8sDocs(t, "kubernetes")
+	var pdep k8sDeployment
+	var svc struct {
+		Spec struct{ Selector map[string]string }
+	}
+	var pvc struct{ Metadata struct{ Name string } }
+	for _, d := range []struct {
+		n *yaml.Node
+		v any
+	}{{parent["Deployment"][0], &pdep}, {parent["Service"][0], &svc}, {parent["PersistentVolumeClaim"][0], &pvc}} {
+		if err := d.n.Decode(d.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.dep.Metadata.Name != pdep.Metadata.Name {
+		t.Errorf("name %q, want %q: it replaces ../deployment.yaml", p.dep.Metadata.Name, pdep.Metadata.Name)
+	}
+	for k, v := range svc.Spec.Selector {
+		if p.dep.Spec.Template.Metadata.Labels[k] != v || p.dep.Spec.Selector.MatchLabels[k] != v {
+			t.Errorf("label %s=%s of ../service.yaml's selector: not on this Deployment's pods and selector", k, v)
+		}
+	}
+	if p.dep.Spec.Replicas != 1 || p.dep.Spec.Strategy.Type != "Recreate" {
+		t.Errorf("replicas %d, strategy %q: want 1 and Recreate", p.dep.Spec.Replicas, p.dep.Spec.Strategy.Type)
+	}
+
+	// The init container: the shim-only image, no privileges.
+	if !strings.Contains(p.init.Image, "/convex-shim:") || strings.Contains(p.init.Image, "convex-backend") {
+		t.Errorf("init container image %q, want the shim-only image (<registry>/convex-shim:<tag>)", p.init.Image)
+	}
+	if len(p.init.Command) != 0 {
+		t.Errorf("init container command %q: the image's ENTRYPOINT /convex-shim is the one to run", p.init.Command)
+	}
+	if sc := p.init.SecurityContext; sc == nil || !sc.ReadOnlyRootFilesystem || !slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Errorf("init container securityContext %+v: want readOnlyRootFilesystem, drop ALL, no privilege escalation (it needs none)", sc)
+	}
+
+	// The backend: the stock image, the shim from the volume, read-only.
+	if !strings.HasPrefix(b.Image, wantStock) {
+		t.Errorf("backend image %q, want the stock %s...", b.Image, wantStock)
+	}
+	shim := p.shimMount.MountPath + "/convex-shim"
+	if want := []string{shim, "--", "./run_backend.sh"}; !slices.Equal(b.Command, want) {
+		t.Errorf("backend command %q, want %q", b.Command, want)
+	}
+	if len(b.Args) != 0 || b.WorkingDir != "" {
+		t.Errorf("backend args %q, workingDir %q: want none (the image's WORKDIR /convex holds run_backend.sh)", b.Args, b.WorkingDir)
+	}
+	if !p.shimMount.ReadOnly {
+		t.Errorf("backend mounts %s at %s writable, want readOnly: true", p.shimMount.Name, p.shimMount.MountPath)
+	}
+	env := b.env()
+	if env["CONVEX_CLOUD_ORIGIN"] != "http://127.0.0.1" {
+		t.Errorf("CONVEX_CLOUD_ORIGIN = %q, want http://127.0.0.1", env["CONVEX_CLOUD_ORIGIN"])
+	}
+	var claim string
+	for _, v := range spec.Volumes {
+		if m := b.mountOf(v.Name); m != nil && m.MountPath == "/convex/data" && v.PersistentVolumeClaim != nil {
+			claim = v.PersistentVolumeClaim.ClaimName
+		}
+	}
+	if claim != pvc.Metadata.Name {
+		t.Errorf("/convex/data comes from claim %q, want ../persistentvolumeclaim.yaml's %q", claim, pvc.Metadata.Name)
+	}
+	ports := map[string]int{}
+	for _, port := range b.Ports {
+		ports[port.Name] = port.ContainerPort
+	}
+	if ports["api"] != 3210 || ports["site"] != 3211 {
+		t.Errorf("container ports %v, want api 3210 and site 3211 (../service.yaml targets them by name)", ports)
+	}
+	for name, pr := range map[string]*k8sProbe{"startupProbe": b.StartupProbe, "readinessProbe": b.ReadinessProbe, "livenessProbe": b.LivenessProbe} {
+		switch {
+		case pr == nil:
+			t.Errorf("no %s", name)
+		case pr.HTTPGet != nil:
+			if pr.HTTPGet.Path != "/version" || (pr.HTTPGet.Port != "api" && pr.HTTPGet.Port != "3210") {
+				t.Errorf("%s: GET %s on %s, want /version on 3210", name, pr.HTTPGet.Path, pr.HTTPGet.Port)
+			}
+		case pr.Exec != nil:
+			if !slices.Equal(pr.Exec.Command, []string{shim, "--check"}) {
+				t.Errorf("%s: exec %q, want [%s --check]", name, pr.Exec.Command, shim)
+			}
+			if pr.TimeoutSeconds <= 3 {
+				t.Errorf("%s: timeoutSeconds %d, want above --check's 3s", name, pr.TimeoutSeconds)
+			}
+		default:
+			t.Errorf("%s: neither httpGet nor exec", name)
+		}
+	}
+	if b.ReadinessProbe == nil || b.ReadinessProbe.Exec == nil {
+		t.Error("readinessProbe: want the exec --check, so the pod is ready only when callbacks reach the backend")
+	}
+	readmeMentions(t, stockK8sDir, "terminationGracePeriodSeconds: "+strconv.Itoa(spec.TerminationGracePeriodSeconds),
+		"CONVEX_SHIM_GRACE: "+p.grace.String(), "SIGTERM", "args: "+quoted(p.init.Args), "command: "+quoted(b.Command),
+		"emptyDir", "readOnly: true", "readOnlyRootFilesystem: true", "--target shim", "http://127.0.0.1", "--check",
+		"/version", "3210", "NET_BIND_SERVICE", "docker stop -t "+strconv.Itoa(spec.TerminationGracePeriodSeconds))
+}
+
+// TestKubernetesStockImageMechanics proves with Docker what the stock-image
+// Deployment relies on, using the manifest's own values: the init container (the
+// shim-only image with its args, read-only root, no capabilities) installs the binary
+// into a fresh volume with mode 755; the stock image (the stand-in), with that volume
+// mounted read-only and the backend container's command in place of its ENTRYPOINT,
+// serves Node callbacks to http://127.0.0.1 through the shim's 127.0.0.1:80, passes
+// the readiness probe's exec, and drains on `docker stop -t terminationGracePeriodSeconds`.
+func TestKubernetesStockImageMechanics(t *testing.T) {
+	t.Parallel()
+	p := loadStockPod(t)
+	requireTools(t)
+	buildStock(t)
+
+	vol := "convex-e2e-vol-" + randomHex(4) // the emptyDir
+	if _, err := docker("volume", "create", vol); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := docker("volume", "rm", "-f", vol); err != nil {
+			t.Log(err)
+		}
+	})
+
+	// The init container, as the kubelet would run it.
+	initName := "convex-e2e-init-" + randomHex(4)
+	trackContainer(t, initName)
+	args := []string{"run", "--name", initName, "-v", vol + ":" + p.installDir}
+	if sc := p.init.SecurityContext; sc != nil {
+		if sc.ReadOnlyRootFilesystem {
+			args = append(args, "--read-only")
+		}
+		for _, c := range sc.Capabilities.Drop {
+			args = append(args, "--cap-drop", c)
+		}
+		if sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation {
+			args = append(args, "--security-opt", "no-new-privileges")
+		}
+	}
+	args = append(append(args, shimOnlyImage), p.init.Args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	t.Logf("init container: docker %s: %v, exit %v: %s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), err, bytes.TrimSpace(out))
+	if err != nil || !strings.Contains(string(out), "installed as "+p.installDir+"/convex-shim") {
+		t.Fatalf("init container: %v: %s", err, out)
+	}
+	hdr, installed := copyOut(t, initName, p.installDir+"/convex-shim")
+	_, own := copyOut(t, initName, "/convex-shim") // the binary in the shim-only image
+	t.Logf("in the volume: %s mode %04o uid %d, %d bytes, sha256 %s", hdr.Name, hdr.Mode&0o7777, hdr.Uid, len(installed), sha(installed))
+	if hdr.Typeflag != tar.TypeReg || hdr.Mode&0o7777 != 0o755 || hdr.Uid != 0 {
+		t.Errorf("installed file: type %c mode %04o uid %d, want a regular file, mode 0755, owned by root", hdr.Typeflag, hdr.Mode&0o7777, hdr.Uid)
+	}
+	if !bytes.Equal(installed, own) {
+		t.Errorf("installed binary (sha256 %s) differs from the image's /convex-shim (sha256 %s)", sha(installed), sha(own))
+	}
+
+	// The backend container: the stock image's ENTRYPOINT replaced by the command.
+	name := "convex-e2e-stock-" + randomHex(4)
+	trackContainer(t, name)
+	ro := ""
+	if p.shimMount.ReadOnly {
+		ro = ":ro"
+	}
+	args = []string{"run", "-d", "--name", name, "-p", "127.0.0.1::3210",
+		"-v", vol + ":" + p.shimMount.MountPath + ro, "--entrypoint", p.backend.Command[0]}
+	for _, e := range p.backend.Env {
+		args = append(args, "-e", e.Name+"="+e.Value)
+	}
+	args = append(args, "-e", "CONVEX_SHIM_VERBOSE=true", standinImage)
+	args = append(append(args, p.backend.Command[1:]...), p.backend.Args...)
+	if _, err := docker(args...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("backend: docker %s", strings.Join(args, " "))
+	if found, rw := mountRW(t, name, p.shimMount.MountPath); !found || rw {
+		t.Errorf("%s mount: found %v, writable %v; want read-only", p.shimMount.MountPath, found, rw)
+	}
+	api, err := docker("port", name, "3210/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api = strings.SplitN(api, "\n", 2)[0]
+
+	// startupProbe / livenessProbe: GET /version on 3210.
+	client := &http.Client{Timeout: 2 * time.Second}
+	ready := eventually(t, 30*time.Second, "GET /version", func() (bool, string) {
+		resp, err := client.Get("http://" + api + "/version")
+		if err != nil {
+			if st, _ := docker("inspect", "-f", "{{.State.Status}}", name); st != "running" {
+				t.Fatalf("backend container is %s before it answered", st)
+			}
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+	t.Logf("GET /version answered %v after docker run", ready.Round(time.Millisecond))
+
+	// readinessProbe: the exec, as the kubelet runs it.
+	probe := p.backend.ReadinessProbe.Exec.Command
+	out2, err := docker(append([]string{"exec", name}, probe...)...)
+	t.Logf("readinessProbe %q: %v\n%s", probe, err, out2)
+	if err != nil || !strings.Contains(out2, "127.0.0.1:80") {
+		t.Errorf("readinessProbe %q failed: %v", probe, err)
+	}
+
+	checkCallbacks(t, name, api)
+
+	period := time.Duration(p.dep.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+	stopDrains(t, name, api, p.grace, fmt.Sprintf("docker stop -t %d", int(period.Seconds())), func() {
+		if _, err := docker("stop", "-t", strconv.Itoa(int(period.Seconds())), name); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
