@@ -532,21 +532,23 @@ type k8sDeployment struct {
 		}
 		Template struct {
 			Metadata struct{ Labels map[string]string }
-			Spec     struct {
-				TerminationGracePeriodSeconds int            `yaml:"terminationGracePeriodSeconds"`
-				InitContainers                []k8sContainer `yaml:"initContainers"`
-				Containers                    []k8sContainer
-				Volumes                       []struct {
-					Name     string
-					EmptyDir *struct {
-						SizeLimit string `yaml:"sizeLimit"`
-					} `yaml:"emptyDir"`
-					PersistentVolumeClaim *struct {
-						ClaimName string `yaml:"claimName"`
-					} `yaml:"persistentVolumeClaim"`
-				}
-			}
+			Spec     k8sPodSpec
 		}
+	}
+}
+
+type k8sPodSpec struct {
+	TerminationGracePeriodSeconds int            `yaml:"terminationGracePeriodSeconds"`
+	InitContainers                []k8sContainer `yaml:"initContainers"`
+	Containers                    []k8sContainer
+	Volumes                       []struct {
+		Name     string
+		EmptyDir *struct {
+			SizeLimit string `yaml:"sizeLimit"`
+		} `yaml:"emptyDir"`
+		PersistentVolumeClaim *struct {
+			ClaimName string `yaml:"claimName"`
+		} `yaml:"persistentVolumeClaim"`
 	}
 }
 
@@ -835,4 +837,132 @@ func TestKubernetesStockImageMechanics(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// ---- the top README's "Adopting convex-shim" ----
+
+// TestReadmeAdopting holds the copy-paste blocks of the top README's "Adopting
+// convex-shim" section to the tested files: its compose fragment to
+// compose-stock-image/docker-compose.yml, its pod spec fragment to
+// kubernetes/stock-image/deployment.yaml, and its commands to the image names, paths
+// and module path those files and go.mod use.
+func TestReadmeAdopting(t *testing.T) {
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(raw), "\n## Adopting convex-shim\n")
+	if !ok {
+		t.Fatal(`README.md has no "## Adopting convex-shim" section`)
+	}
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	var blocks []string
+	for rest := sec; ; {
+		var block string
+		if _, rest, ok = strings.Cut(rest, "```yaml\n"); !ok {
+			break
+		}
+		block, rest, _ = strings.Cut(rest, "```")
+		blocks = append(blocks, block)
+	}
+	if len(blocks) != 2 {
+		t.Fatalf("%d yaml blocks in the section, want 2 (compose, Kubernetes)", len(blocks))
+	}
+
+	// Compose: the fragment's fields are the example file's.
+	var file, frag stockComposeFileT
+	data, err := os.ReadFile(stockComposeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(interpolate(string(data))), &file); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(blocks[0]), &frag); err != nil {
+		t.Fatalf("the README's compose block: %v", err)
+	}
+	fi, ri := file.Services["shim-install"], frag.Services["shim-install"]
+	if ri.Build.Dockerfile != fi.Build.Dockerfile || ri.Build.Target != fi.Build.Target ||
+		!slices.Equal(ri.Command, fi.Command) || !slices.Equal(ri.Volumes, fi.Volumes) || ri.Restart != fi.Restart {
+		t.Errorf("README shim-install %+v\ndiffers from %s's %+v", ri, stockComposeFile, fi)
+	}
+	fb, rb := file.Services["backend"], frag.Services["backend"]
+	if !strings.HasPrefix(rb.Image, wantStock) || !slices.Equal(rb.Entrypoint, fb.Entrypoint) ||
+		rb.DependsOn["shim-install"] != fb.DependsOn["shim-install"] || !slices.Equal(rb.Volumes, fb.Volumes) ||
+		rb.StopGracePeriod != fb.StopGracePeriod || !slices.Equal(rb.Healthcheck.Test, fb.Healthcheck.Test) {
+		t.Errorf("README backend %+v\ndiffers from %s's %+v", rb, stockComposeFile, fb)
+	}
+	for _, k := range []string{"CONVEX_SHIM_GRACE", "CONVEX_CLOUD_ORIGIN"} {
+		if rb.Environment[k] != fb.Environment[k] {
+			t.Errorf("README backend %s = %q, the file's %q", k, rb.Environment[k], fb.Environment[k])
+		}
+	}
+	for _, v := range []string{"data", "shim"} {
+		if _, ok := frag.Volumes[v]; !ok {
+			t.Errorf("the README's compose block does not declare volume %s", v)
+		}
+	}
+
+	// Kubernetes: the pod spec fragment's fields are the manifest's.
+	p := loadStockPod(t)
+	var spec k8sPodSpec
+	if err := yaml.Unmarshal([]byte(blocks[1]), &spec); err != nil {
+		t.Fatalf("the README's Kubernetes block: %v", err)
+	}
+	if len(spec.InitContainers) != 1 || len(spec.Containers) != 1 {
+		t.Fatalf("the README's Kubernetes block: %d init containers, %d containers; want 1 and 1", len(spec.InitContainers), len(spec.Containers))
+	}
+	rInit, rBackend := spec.InitContainers[0], spec.Containers[0]
+	if want := p.dep.Spec.Template.Spec.TerminationGracePeriodSeconds; spec.TerminationGracePeriodSeconds != want {
+		t.Errorf("README terminationGracePeriodSeconds %d, the manifest's %d", spec.TerminationGracePeriodSeconds, want)
+	}
+	if rInit.Image != p.init.Image || !slices.Equal(rInit.Args, p.init.Args) || !slices.Equal(rInit.VolumeMounts, p.init.VolumeMounts) {
+		t.Errorf("README init container %+v\ndiffers from the manifest's %+v", rInit, p.init)
+	}
+	if !strings.HasPrefix(rBackend.Image, wantStock) || !slices.Equal(rBackend.Command, p.backend.Command) {
+		t.Errorf("README backend image %q command %q; the manifest's command %q", rBackend.Image, rBackend.Command, p.backend.Command)
+	}
+	if m := rBackend.mountOf(p.shimMount.Name); m == nil || *m != p.shimMount {
+		t.Errorf("README backend mount of %s: %+v, the manifest's %+v", p.shimMount.Name, m, p.shimMount)
+	}
+	for _, k := range []string{"CONVEX_SHIM_GRACE", "CONVEX_CLOUD_ORIGIN"} {
+		if rBackend.env()[k] != p.backend.env()[k] {
+			t.Errorf("README backend %s = %q, the manifest's %q", k, rBackend.env()[k], p.backend.env()[k])
+		}
+	}
+	if rp, mp := rBackend.ReadinessProbe, p.backend.ReadinessProbe; rp == nil || rp.Exec == nil ||
+		!slices.Equal(rp.Exec.Command, mp.Exec.Command) || rp.TimeoutSeconds != mp.TimeoutSeconds {
+		t.Errorf("README readinessProbe %+v, want the manifest's exec %q, timeoutSeconds %d", rp, mp.Exec.Command, mp.TimeoutSeconds)
+	}
+	emptyDir := false
+	for _, v := range spec.Volumes {
+		emptyDir = emptyDir || (v.Name == p.shimMount.Name && v.EmptyDir != nil)
+	}
+	if !emptyDir {
+		t.Errorf("the README's Kubernetes block: volume %s is not an emptyDir", p.shimMount.Name)
+	}
+
+	// The commands: the shim-only image the manifest names, the check at each path,
+	// the release check, and go install on go.mod's module path.
+	mod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	module, _, _ := strings.Cut(strings.TrimPrefix(string(mod), "module "), "\n")
+	for _, want := range []string{
+		"--target shim -t " + p.init.Image + " .",
+		"docker push " + p.init.Image,
+		"/usr/local/bin/convex-shim --check",
+		"docker compose exec backend /shim/convex-shim --check",
+		"kubectl exec deploy/convex-backend -c backend -- /shim/convex-shim --check",
+		"127.0.0.1:80  127.0.0.1:3210  default  ok",
+		"curl -sS http://127.0.0.1/version",
+		"make release",
+		"sha256sum -c SHA256SUMS",
+		"CGO_ENABLED=0 go install " + module + "/cmd/convex-shim@<version>",
+	} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("the README's Adopting section lacks %q", want)
+		}
+	}
 }
