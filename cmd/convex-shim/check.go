@@ -47,7 +47,9 @@ func runCheck(c config, out io.Writer) int {
 	}
 	tw.Flush()
 	for _, n := range c.notices {
-		fmt.Fprintln(out, "note:", n.text)
+		if !n.debug {
+			fmt.Fprintln(out, "note:", n.text)
+		}
 	}
 	if failed > 0 {
 		fmt.Fprintf(out, "%d of %d routes failed\n", failed, len(routes))

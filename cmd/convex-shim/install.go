@@ -37,6 +37,12 @@ func install(dir string) (string, error) {
 		tmp.Close()
 		return "", fmt.Errorf("install: chmod %s: %w", tmp.Name(), err)
 	}
+	// On disk before it is visible under its name: a node that crashes
+	// right after must not leave a truncated convex-shim behind.
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("install: sync %s: %w", tmp.Name(), err)
+	}
 	if err := tmp.Close(); err != nil {
 		return "", fmt.Errorf("install: write %s: %w", tmp.Name(), err)
 	}
