@@ -42,7 +42,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/netip"
 	"sync"
@@ -66,10 +65,10 @@ type Proxy struct {
 	// if negative, the dial is tried once.
 	DialRetry time.Duration
 	// Log receives operational problems (accept errors, upstream given up on).
-	// If nil, they are discarded.
-	Log *log.Logger
+	// If nil, they are discarded. A *log.Logger will do.
+	Log Logger
 	// Debug receives one line per connection. If nil, it is discarded.
-	Debug *log.Logger
+	Debug Logger
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -336,7 +335,12 @@ func IsLoopback(addr string) bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
-func logf(l *log.Logger, format string, args ...any) {
+// Logger is what Proxy logs to; *log.Logger is one.
+type Logger interface {
+	Printf(format string, args ...any)
+}
+
+func logf(l Logger, format string, args ...any) {
 	if l != nil {
 		l.Printf(format, args...)
 	}

@@ -60,7 +60,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log"
 	"os"
 	"os/signal"
 	"runtime"
@@ -124,8 +123,8 @@ type Supervisor struct {
 	// Started, if set, is called with the backend's pid once it runs.
 	Started func(pid int)
 	// Log receives what an operator should see; Debug, each signal and reap.
-	// Either may be nil.
-	Log, Debug *log.Logger
+	// Either may be nil. A *log.Logger will do.
+	Log, Debug Logger
 }
 
 // StartError is returned by Run when the program cannot be started.
@@ -487,7 +486,12 @@ func sigName(s unix.Signal) string {
 	return "signal " + strconv.Itoa(int(s))
 }
 
-func logf(l *log.Logger, format string, args ...any) {
+// Logger is what Supervisor logs to; *log.Logger is one.
+type Logger interface {
+	Printf(format string, args ...any)
+}
+
+func logf(l Logger, format string, args ...any) {
 	if l != nil {
 		l.Printf(format, args...)
 	}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -25,13 +24,12 @@ const checkTimeout = 3 * time.Second
 // would travel. It needs no curl in the image, so it serves as a Docker
 // HEALTHCHECK and a Kubernetes exec probe.
 func runCheck(c config, out io.Writer) int {
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LISTEN\tTARGET\tFROM\tCHECK")
 	routes := c.forwards
 	if len(routes) == 0 {
 		// No forwards: still say whether the backend itself answers.
 		routes = []forwardSpec{{listen: fmt.Sprintf("127.0.0.1:%d", apiPort), target: "-", from: "backend (no forwards)"}}
 	}
+	rows := [][]string{{"LISTEN", "TARGET", "FROM", "CHECK"}}
 	failed := 0
 	for _, f := range routes {
 		result := "ok"
@@ -43,9 +41,9 @@ func runCheck(c config, out io.Writer) int {
 				result, failed = "FAIL: "+err.Error(), failed+1
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.listen, f.target, f.from, result)
+		rows = append(rows, []string{f.listen, f.target, f.from, result})
 	}
-	tw.Flush()
+	printTable(out, rows)
 	for _, n := range c.notices {
 		if !n.debug {
 			fmt.Fprintln(out, "note:", n.text)
@@ -112,4 +110,25 @@ func bare(err error) error {
 		return op.Err
 	}
 	return err
+}
+
+// printTable aligns columns two spaces apart (text/tabwriter would add 8 KB).
+func printTable(out io.Writer, rows [][]string) {
+	width := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, cell := range r {
+			width[i] = max(width[i], len(cell))
+		}
+	}
+	for _, r := range rows {
+		var b strings.Builder
+		for i, cell := range r {
+			if i == len(r)-1 {
+				b.WriteString(cell)
+				break
+			}
+			fmt.Fprintf(&b, "%-*s  ", width[i], cell)
+		}
+		fmt.Fprintln(out, b.String())
+	}
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -119,35 +117,24 @@ var (
 // parse reads flags, then their environment twins, then defaults, in that
 // order of precedence. It never reads the process's environment itself.
 func parse(args []string, getenv func(string) string) (config, error) {
-	fs := flag.NewFlagSet("convex-shim", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	given := map[string][]string{}
-	for _, s := range settings {
-		record := func(v string) error { given[s.name] = append(given[s.name], v); return nil }
-		if s.bool {
-			fs.BoolFunc(s.name, s.usage, record)
-		} else {
-			fs.Func(s.name, s.usage, record)
-		}
-	}
-	fs.BoolFunc("v", "", func(v string) error { given["verbose"] = append(given["verbose"], v); return nil })
-	help := fs.Bool("help", false, "")
-	fs.BoolVar(help, "h", false, "")
-	version := fs.Bool("version", false, "")
-	check := fs.Bool("check", false, "")
-	installDir := fs.String("install", "", "")
-
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return config{}, errHelp
-		}
+	given, rest, err := scanArgs(args)
+	if err != nil {
 		return config{}, fmt.Errorf("%v; run convex-shim --help for the flags", err)
 	}
-	if *help {
+	modes := map[string]bool{}
+	for _, m := range []string{"help", "version", "check"} {
+		if v := given[m]; len(v) > 0 {
+			on, err := parseBool(v[len(v)-1])
+			if err != nil {
+				return config{}, fmt.Errorf("--%s %q: %w", m, v[len(v)-1], err)
+			}
+			modes[m] = on
+		}
+	}
+	if modes["help"] {
 		return config{}, errHelp
 	}
-	if *version {
+	if modes["version"] {
 		return config{}, errVersion
 	}
 
@@ -184,8 +171,10 @@ func parse(args []string, getenv func(string) string) (config, error) {
 			}
 		}
 	}
-	c.check, c.installDir = *check, *installDir
-	c.program = fs.Args()
+	c.check, c.program = modes["check"], rest
+	if v := given["install"]; len(v) > 0 {
+		c.installDir = v[len(v)-1]
+	}
 	if c.check || c.installDir != "" {
 		return c, nil // modes that run no program
 	}
@@ -196,6 +185,53 @@ func parse(args []string, getenv func(string) string) (config, error) {
 		return config{}, errors.New("program name is empty; usage: convex-shim [flags] -- program [args...]")
 	}
 	return c, nil
+}
+
+// scanArgs splits the command line into flag values by name and the
+// program with its arguments. Flags take one or two dashes, and a value as
+// --name=value or --name value; switches take =true/=false or nothing. The
+// first argument that is not a flag, or everything after "--", is the
+// program. (Hand-written, not package flag: flag's use of reflection keeps
+// about 220 KB of otherwise dead methods in the binary.)
+func scanArgs(args []string) (given map[string][]string, rest []string, err error) {
+	given = map[string][]string{}
+	takesValue := map[string]bool{"install": true}
+	switches := map[string]bool{"help": true, "version": true, "check": true}
+	for _, s := range settings {
+		takesValue[s.name], switches[s.name] = !s.bool, s.bool
+	}
+	alias := map[string]string{"h": "help", "v": "verbose"}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return given, args[i+1:], nil
+		}
+		if len(a) < 2 || a[0] != '-' {
+			return given, args[i:], nil
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		if n, ok := alias[name]; ok {
+			name = n
+		}
+		switch {
+		case switches[name]:
+			if !hasValue {
+				value = "true"
+			}
+		case takesValue[name]:
+			if !hasValue {
+				if i+1 == len(args) {
+					return nil, nil, fmt.Errorf("flag %s needs a value", a)
+				}
+				i++
+				value = args[i]
+			}
+		default:
+			return nil, nil, fmt.Errorf("unknown flag %s", a)
+		}
+		given[name] = append(given[name], value)
+	}
+	return given, nil, nil
 }
 
 func applyForwards(c *config, v string) error {

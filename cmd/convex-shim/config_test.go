@@ -92,6 +92,10 @@ func TestParse(t *testing.T) {
 				c.allowPublic = true
 				c.forwards, c.forwardsFrom = fws("CONVEX_SHIM_FORWARD", "[::]:80=127.0.0.1:3210"), "CONVEX_SHIM_FORWARD"
 			})},
+		{"one dash and = forms", []string{"-grace=25s", "-dial-retry", "5s", "--verbose=1", "--check=false", "./run_backend.sh"}, env(),
+			with(func(c *config) { c.grace, c.dialRetry, c.verbose = 25*time.Second, 5*time.Second, true })},
+		{"a lone dash is the program", []string{"-"}, env(),
+			with(func(c *config) { c.program = []string{"-"} })},
 		{"dial retry flag", []string{"--dial-retry", "5s", "./run_backend.sh"}, env(),
 			with(func(c *config) { c.dialRetry = 5 * time.Second })},
 		{"dial retry env seconds", []string{"./run_backend.sh"}, env("CONVEX_SHIM_DIAL_RETRY", "90"),
@@ -145,7 +149,10 @@ func TestParseErrors(t *testing.T) {
 		{[]string{}, env(), []string{"no program", "usage"}},
 		{[]string{"--"}, env(), []string{"no program"}},
 		{[]string{"--", ""}, env(), []string{"program name is empty"}},
-		{[]string{"--nope", "x"}, env(), []string{"-nope", "--help"}},
+		{[]string{"--nope", "x"}, env(), []string{"unknown flag --nope", "--help"}},
+		{[]string{"---grace", "1s", "x"}, env(), []string{"unknown flag ---grace"}},
+		{[]string{"--check=maybe"}, env(), []string{"--check", "true or false"}},
+		{[]string{"--install"}, env(), []string{"--install needs a value"}},
 		{[]string{"--grace"}, env(), []string{"grace", "--help"}},
 		{[]string{"--grace", "soon", "x"}, env(), []string{`--grace "soon"`, "8s"}},
 		{[]string{"--grace", "-1s", "x"}, env(), []string{"--grace", "negative"}},

@@ -18,10 +18,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 
 	"github.com/convex-shim/convex-shim/forward"
 	"github.com/convex-shim/convex-shim/shim"
@@ -68,12 +68,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 0
 	}
 
-	logger := log.New(stderr, "convex-shim: ", 0)
+	logger := &lineLogger{w: stderr}
 	// A missing program is reported before any port is bound.
 	if _, err := shim.LookPath(cfg.program[0], os.Environ()); err != nil {
 		return startFailed(logger, err)
 	}
-	var debugLog *log.Logger
+	var debugLog printer
 	if cfg.verbose {
 		debugLog = logger
 	}
@@ -81,7 +81,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		if !n.debug {
 			logger.Print(n.text)
 		} else if debugLog != nil {
-			debugLog.Print(n.text)
+			debugLog.Printf("%s", n.text)
 		}
 	}
 
@@ -128,20 +128,42 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	return status
 }
 
+// printer is forward.Logger and shim.Logger alike.
+type printer interface {
+	Printf(format string, args ...any)
+}
+
+// lineLogger writes each message as one line with the shim's prefix, in a
+// single write so lines from the forwarder and the supervisor never mix.
+// (Not package log: its date formatting alone adds 25 KB to the binary.)
+type lineLogger struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineLogger) Printf(format string, args ...any) {
+	msg := "convex-shim: " + strings.TrimSuffix(fmt.Sprintf(format, args...), "\n") + "\n"
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	io.WriteString(l.w, msg)
+}
+
+func (l *lineLogger) Print(v any) { l.Printf("%v", v) }
+
 // isAddrMissing reports an address this machine does not have, such as
 // [::1] in a container without IPv6.
 func isAddrMissing(err error) bool {
 	return errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.ENETUNREACH)
 }
 
-func logf(l *log.Logger, format string, args ...any) {
+func logf(l printer, format string, args ...any) {
 	if l != nil {
 		l.Printf(format, args...)
 	}
 }
 
-func startFailed(logger *log.Logger, err error) int {
-	logger.Print(err)
+func startFailed(logger printer, err error) int {
+	logger.Printf("%v", err)
 	if se := (*shim.StartError)(nil); errors.As(err, &se) {
 		return se.Code
 	}
