@@ -15,10 +15,12 @@
 //	           "held" and waits until stdin closes (for memory readings)
 //
 // In keepalive and bulk modes all connections are made before the clock
-// starts: those cases measure established connections. Requests started
-// during the warm-up are not counted in the window figures
-// (rate, percentiles, errors) but are in the totals, which the caller divides
-// CPU time by. Everything is bounded: no request outlives -timeout.
+// starts: those cases measure established connections. The window is the
+// -d after the -warmup: the rate counts requests that ended in it; latency
+// percentiles and errors cover the requests that started in it, however
+// late they ended, so a straggler is never hidden. Totals (warm-up
+// included) are for the caller to divide CPU time by. Everything is
+// bounded: no request outlives -timeout.
 package main
 
 import (
@@ -43,9 +45,10 @@ type result struct {
 	Mode       string           `json:"mode"`
 	Conc       int              `json:"conc"`
 	GOMAXPROCS int              `json:"gomaxprocs"`
+	Setup      float64          `json:"setup_s"`  // connecting before the clock started
 	Window     float64          `json:"window_s"` // measured seconds, after warm-up
-	Requests   int64            `json:"requests"` // completed in the window
-	Errors     int64            `json:"errors"`   // failed in the window
+	Requests   int64            `json:"requests"` // succeeded, ending in the window
+	Errors     int64            `json:"errors"`   // failed, started in the window
 	ErrorKinds map[string]int64 `json:"error_kinds,omitempty"`
 	RPS        float64          `json:"rps"`
 	P50        float64          `json:"p50_ms"`
@@ -62,12 +65,30 @@ type result struct {
 
 // worker is what one closed-loop worker counted.
 type worker struct {
-	lat        []time.Duration // window requests that succeeded
+	lat        []time.Duration // requests started in the window that succeeded
 	errs       map[string]int64
+	done       int64 // successful requests that ended in the window
 	totalOK    int64
 	bytes      int64 // in the window
 	totalBytes int64
-	last       time.Time // when its last window request ended
+}
+
+// record counts one request that ran from t0 to t1.
+func (w *worker) record(t0, t1, warmEnd, end time.Time, err error) {
+	if err == nil {
+		w.totalOK++
+		if !t1.Before(warmEnd) && t1.Before(end) {
+			w.done++
+		}
+	}
+	if t0.Before(warmEnd) {
+		return
+	}
+	if err != nil {
+		w.fail(err)
+		return
+	}
+	w.lat = append(w.lat, t1.Sub(t0))
 }
 
 func (w *worker) fail(err error) {
@@ -111,6 +132,7 @@ func main() {
 	// all before the clock starts (a forwarder with a short accept backlog
 	// would otherwise spend the window in SYN retransmits).
 	conns := make([]net.Conn, *conc)
+	t0 := time.Now()
 	if *mode != "conn" {
 		var wg sync.WaitGroup
 		for i := range conns {
@@ -140,12 +162,12 @@ func main() {
 	}
 	wg.Wait()
 
-	r := result{Mode: *mode, Conc: *conc, GOMAXPROCS: runtime.GOMAXPROCS(0)}
+	r := result{Mode: *mode, Conc: *conc, GOMAXPROCS: runtime.GOMAXPROCS(0), Setup: start.Sub(t0).Seconds()}
 	var lat []time.Duration
-	last := end
 	for i := range ws {
 		w := &ws[i]
 		lat = append(lat, w.lat...)
+		r.Requests += w.done
 		r.TotalRequests += w.totalOK
 		r.Bytes += w.bytes
 		r.TotalBytes += w.totalBytes
@@ -156,19 +178,10 @@ func main() {
 			r.ErrorKinds[k] += n
 			r.Errors += n
 		}
-		if w.last.After(last) {
-			last = w.last
-		}
 	}
-	r.Requests = int64(len(lat))
-	if *mode == "bulk" {
-		r.Window = dur.Seconds() // reads stop at end
-		r.GBps = float64(r.Bytes) / r.Window / 1e9
-	} else {
-		// Requests started before end may finish after it; count their time.
-		r.Window = last.Sub(warmEnd).Seconds()
-		r.RPS = float64(r.Requests) / r.Window
-	}
+	r.Window = dur.Seconds()
+	r.GBps = float64(r.Bytes) / r.Window / 1e9
+	r.RPS = float64(r.Requests) / r.Window
 	if len(lat) > 0 {
 		slices.Sort(lat)
 		ms := func(q float64) float64 {
@@ -195,19 +208,7 @@ func connWorker(w *worker, _ net.Conn, warmEnd, end time.Time) {
 			return
 		}
 		err := connRequest(buf, t0.Add(*timeout))
-		t1 := time.Now()
-		if err == nil {
-			w.totalOK++
-		}
-		if t0.Before(warmEnd) {
-			continue
-		}
-		w.last = t1
-		if err != nil {
-			w.fail(err)
-			continue
-		}
-		w.lat = append(w.lat, t1.Sub(t0))
+		w.record(t0, time.Now(), warmEnd, end, err)
 	}
 }
 
@@ -313,22 +314,10 @@ func keepaliveWorker(w *worker, c net.Conn, warmEnd, end time.Time) {
 				c = nil
 			}
 		}
-		t1 := time.Now()
-		if err == nil {
-			w.totalOK++
+		w.record(t0, time.Now(), warmEnd, end, err)
+		if err != nil && c == nil {
+			time.Sleep(time.Millisecond) // no busy loop on a dead target
 		}
-		if t0.Before(warmEnd) {
-			continue
-		}
-		w.last = t1
-		if err != nil {
-			w.fail(err)
-			if c == nil {
-				time.Sleep(time.Millisecond) // no busy loop on a dead target
-			}
-			continue
-		}
-		w.lat = append(w.lat, t1.Sub(t0))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -125,6 +126,7 @@ var fcases = []fcase{
 
 // loadResult is what bench/load prints.
 type loadResult struct {
+	Setup         float64          `json:"setup_s"`
 	Window        float64          `json:"window_s"`
 	Requests      int64            `json:"requests"`
 	Errors        int64            `json:"errors"`
@@ -142,6 +144,9 @@ type loadResult struct {
 type caseResult struct {
 	load      loadResult
 	cpu       float64 // forwarder CPU seconds over the whole run
+	loadCPU   float64 // the load generator's CPU seconds
+	upCPU     float64 // the upstream's CPU seconds
+	wall      float64 // seconds the load generator ran
 	busy      mem     // max sampled during the window (keep-alive only)
 	afterBusy mem     // 0.5 s after the keep-alive load ended
 }
@@ -168,6 +173,7 @@ func runCase(c fcase, target string) (caseResult, error) {
 	if f != nil {
 		cpu0 = f.cpu()
 	}
+	up0, _ := cpuTicks(upstreamPid, false)
 
 	// Sample memory three times inside the window: enough to see the
 	// peak, too few to steal CPU from the run.
@@ -191,13 +197,15 @@ func runCase(c fcase, target string) (caseResult, error) {
 			busy.rss, busy.pss = max(busy.rss, m.rss), max(busy.pss, m.pss)
 		}
 	}()
-	lr, err := runLoad(addrOf(target), c.mode, c.c)
+	lr, usage, err := runLoad(addrOf(target), c.mode, c.c)
 	close(stopSampling)
 	<-sampled
 	if err != nil {
 		return r, err
 	}
+	up1, _ := cpuTicks(upstreamPid, false)
 	r.load, r.busy = lr, busy
+	r.loadCPU, r.wall, r.upCPU = usage.cpu, usage.wall, float64(up1-up0)/clockTick
 	if f != nil {
 		f.drain()
 		r.cpu = float64(f.cpu()-cpu0) / clockTick
@@ -209,9 +217,13 @@ func runCase(c fcase, target string) (caseResult, error) {
 	return r, nil
 }
 
+// usage is what a load run cost: CPU seconds and wall-clock seconds.
+type usage struct{ cpu, wall float64 }
+
 // runLoad runs bench/load once and decodes its result.
-func runLoad(addr, mode string, c int) (loadResult, error) {
+func runLoad(addr, mode string, c int) (loadResult, usage, error) {
 	var lr loadResult
+	var u usage
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.warmup+cfg.dur+30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cfg.load, "-addr", addr, "-mode", mode, "-c", strconv.Itoa(c),
@@ -219,14 +231,18 @@ func runLoad(addr, mode string, c int) (loadResult, error) {
 	cmd.Env = append(cleanEnv, "GOMAXPROCS="+strconv.Itoa(cfg.loadProcs))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	t0 := time.Now()
 	out, err := cmd.Output()
 	if err != nil {
-		return lr, fmt.Errorf("load %s -c %d on %s: %v: %s", mode, c, addr, err, stderr.String())
+		return lr, u, fmt.Errorf("load %s -c %d on %s: %v: %s", mode, c, addr, err, stderr.String())
 	}
+	u.wall = time.Since(t0).Seconds()
+	u.cpu = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	if err := json.Unmarshal(out, &lr); err != nil {
-		return lr, fmt.Errorf("load output: %v: %q", err, out)
+		return lr, u, fmt.Errorf("load output: %v: %q", err, out)
 	}
-	return lr, nil
+	u.wall -= lr.Setup // connecting is not part of the run
+	return lr, u, nil
 }
 
 // memResult is one memory step: a fresh forwarder idle, then holding 64
@@ -272,16 +288,53 @@ func runMem(target string) (memResult, error) {
 	return r, nil
 }
 
-// fwdResults holds every round: [case key][target] and [target].
+// fwdResults holds every round: [case key][target] and [target], and the
+// wrk cross-checks: [case key].
 type fwdResults struct {
 	cases map[string]map[string][]caseResult
 	mem   map[string][]memResult
+	wrk   map[string][]float64
+}
+
+// wrkCases cross-check bench/load: wrk on the same direct cases.
+var wrkCases = []struct{ key, label string }{
+	{"conn64", "new connection per request, c=64"},
+	{"ka64", "keep-alive, c=64"},
+}
+
+// runWrk runs Debian's wrk (2 threads, as bench/load gets 2 Ps) direct
+// against the upstream for the measured time in whole seconds (wrk takes
+// no fractions and has no warm-up) and returns its requests per second.
+func runWrk(key string) (float64, error) {
+	secs := int(math.Ceil(cfg.dur.Seconds()))
+	args := []string{"-t2", "-c64", "-d", strconv.Itoa(secs) + "s"}
+	if key == "conn64" {
+		args = append(args, "-H", "Connection: close")
+	}
+	args = append(args, "http://"+upstreamAddr+"/version")
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.warmup+cfg.dur+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "wrk", args...)
+	cmd.Env = cleanEnv
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk %v: %v: %s", args, err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Requests/sec:"); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+		if strings.Contains(l, "Non-2xx") {
+			return 0, fmt.Errorf("wrk: %s", l)
+		}
+	}
+	return 0, fmt.Errorf("wrk: no Requests/sec in %q", out)
 }
 
 // runForwarder runs every case against every target, round-robin within
 // each case, the order rotated each round so no target always goes first.
 func runForwarder() (*fwdResults, error) {
-	res := &fwdResults{cases: map[string]map[string][]caseResult{}, mem: map[string][]memResult{}}
+	res := &fwdResults{cases: map[string]map[string][]caseResult{}, mem: map[string][]memResult{}, wrk: map[string][]float64{}}
 	for _, c := range fcases {
 		res.cases[c.key] = map[string][]caseResult{}
 	}
@@ -296,6 +349,14 @@ func runForwarder() (*fwdResults, error) {
 				res.cases[c.key][t] = append(res.cases[c.key][t], r)
 				progress("round %d  %-34s %-12s %s", round+1, c.label, t, brief(c, r))
 			}
+		}
+		for _, wc := range wrkCases {
+			rps, err := runWrk(wc.key)
+			if err != nil {
+				return nil, err
+			}
+			res.wrk[wc.key] = append(res.wrk[wc.key], rps)
+			progress("round %d  %-34s %-12s %.0f req/s (wrk -t2, the cross-check of bench/load)", round+1, wc.label, "direct, wrk", rps)
 		}
 		for _, t := range rotate([]string{socat, shimT}, round) {
 			m, err := runMem(t)

@@ -152,6 +152,9 @@ func checkPrivateNet() error {
 
 type proc struct{ cmd *exec.Cmd }
 
+// upstreamPid is the running bench upstream, whose CPU time each case reads.
+var upstreamPid int
+
 func startUpstream() (*proc, error) {
 	cmd := exec.Command(cfg.upstream, "-listen", upstreamAddr)
 	cmd.Env, cmd.Stderr = cleanEnv, os.Stderr
@@ -165,6 +168,7 @@ func startUpstream() (*proc, error) {
 		cmd.Wait()
 		return nil, fmt.Errorf("upstream: %q %v", l, err)
 	}
+	upstreamPid = cmd.Process.Pid
 	return &proc{cmd}, nil
 }
 

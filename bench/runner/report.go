@@ -340,6 +340,11 @@ func forwarderTable(b *strings.Builder, fr *fwdResults) {
 	memRow("PSS MiB, idle (fresh)", fromMem(func(r memResult) int64 { return r.idle.pss }))
 	memRow("PSS MiB, 64 idle connections", fromMem(func(r memResult) int64 { return r.held.pss }))
 	memRow("PSS MiB, 64 busy connections", fromKA(func(r caseResult) int64 { return r.busy.pss }))
+	for _, wc := range wrkCases {
+		d := fr.per(wc.key, direct, rps)
+		w("| %s: req/s, direct, Debian's wrk -t2 (cross-check of bench/load) | %s | | | | wrk ÷ bench/load %s× |\n",
+			wc.label, cell(fr.wrk[wc.key], 0), cell(ratio(fr.wrk[wc.key], d), 2))
+	}
 	w("\nsocat's CPU and memory are its whole tree: the listener, the children alive at the reading, and the CPU of children that exited (the listener's cutime and cstime). " +
 		"RSS counts pages shared between socat's forked children once per child; PSS divides them. convex-shim's figures are the shim process alone (its child is an idle `sleep`).\n")
 	var kinds []string
@@ -359,6 +364,43 @@ func forwarderTable(b *strings.Builder, fr *fwdResults) {
 	if len(kinds) > 0 {
 		slices.Sort(kinds)
 		w("Errors by kind, all rounds: %s.\n", strings.Join(kinds, "; "))
+	}
+	w("\n")
+	cpuTable(b, fr)
+}
+
+// cpuTable shows where the CPU goes in each case: the load generator, the
+// upstream and the forwarder, per request (or per GB), and how many of the
+// machine's cores the three kept busy together.
+func cpuTable(b *strings.Builder, fr *fwdResults) {
+	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	w("#### Where the CPU goes\n\nCPU time of each process over the whole run (warm-up included) divided by the requests (µs per request) or bytes (s per GB) of the whole run; "+
+		"\"cores busy\" is the three together divided by the wall time of the run, the connecting before keep-alive and bulk runs left out (this machine has %d).\n\n", runtime.NumCPU())
+	w("| case | path | load generator | upstream | forwarder | all three | cores busy |\n|---|---|---|---|---|---|---|\n")
+	for _, c := range fcases {
+		per := func(r caseResult, cpu float64) float64 {
+			if c.mode == "bulk" {
+				return cpu / (float64(r.load.TotalBytes) / 1e9)
+			}
+			return cpu / float64(r.load.TotalRequests) * 1e6
+		}
+		unit, prec := " µs", 0
+		if c.mode == "bulk" {
+			unit, prec = " s/GB", 2
+		}
+		for _, t := range targets {
+			col := func(f func(caseResult) float64) string { return cell(fr.per(c.key, t, f), prec) + unit }
+			fw := col(func(r caseResult) float64 { return per(r, r.cpu) })
+			if t == direct {
+				fw = "—"
+			}
+			w("| %s | %s | %s | %s | %s | %s | %s |\n", c.label, t,
+				col(func(r caseResult) float64 { return per(r, r.loadCPU) }),
+				col(func(r caseResult) float64 { return per(r, r.upCPU) }),
+				fw,
+				col(func(r caseResult) float64 { return per(r, r.loadCPU+r.upCPU+r.cpu) }),
+				cell(fr.per(c.key, t, func(r caseResult) float64 { return (r.loadCPU + r.upCPU + r.cpu) / r.wall }), 2))
+		}
 	}
 	w("\n")
 }
