@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -297,7 +298,9 @@ type fwdResults struct {
 }
 
 // wrkCases cross-check bench/load: wrk on the same direct cases.
-var wrkCases = []struct{ key, label string }{
+type wrkCase struct{ key, label string }
+
+var wrkCases = []wrkCase{
 	{"conn64", "new connection per request, c=64"},
 	{"ka64", "keep-alive, c=64"},
 }
@@ -348,15 +351,16 @@ func runForwarder() (*fwdResults, error) {
 				}
 				res.cases[c.key][t] = append(res.cases[c.key][t], r)
 				progress("round %d  %-34s %-12s %s", round+1, c.label, t, brief(c, r))
+				if t == direct && slices.ContainsFunc(wrkCases, func(w wrkCase) bool { return w.key == c.key }) {
+					// Right after bench/load's direct run, on the same machine state.
+					rps, err := runWrk(c.key)
+					if err != nil {
+						return nil, err
+					}
+					res.wrk[c.key] = append(res.wrk[c.key], rps)
+					progress("round %d  %-34s %-12s %.0f req/s (cross-check of bench/load)", round+1, c.label, "direct, wrk", rps)
+				}
 			}
-		}
-		for _, wc := range wrkCases {
-			rps, err := runWrk(wc.key)
-			if err != nil {
-				return nil, err
-			}
-			res.wrk[wc.key] = append(res.wrk[wc.key], rps)
-			progress("round %d  %-34s %-12s %.0f req/s (wrk -t2, the cross-check of bench/load)", round+1, wc.label, "direct, wrk", rps)
 		}
 		for _, t := range rotate([]string{socat, shimT}, round) {
 			m, err := runMem(t)
