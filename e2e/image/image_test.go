@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convex-shim/convex-shim/e2e/internal/dockertest"
+	"github.com/convex-shim/convex-shim/internal/dockertest"
 	"golang.org/x/sys/unix"
 )
 

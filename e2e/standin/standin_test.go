@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convex-shim/convex-shim/e2e/internal/dockertest"
+	"github.com/convex-shim/convex-shim/internal/dockertest"
 )
 
 // image is the stand-in's tag (dockertest.StandinImage; STANDIN_IMAGE overrides it).
