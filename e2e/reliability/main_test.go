@@ -113,6 +113,9 @@ type opts struct {
 	args    []string // shim flags
 	program []string // default: this binary as the "backend" helper
 	direct  bool     // no /bin/sh in front: the shim is exec'd directly (implies no setup)
+	// exactEnv, if set, is the shim's whole environment, byte for byte
+	// (duplicates and all), plus REL_HELPER=backend and REL_RUN; implies direct.
+	exactEnv []string
 }
 
 // shimRun is one running shim, its stdout (the backend's) and stderr (its
@@ -226,6 +229,17 @@ func start(t *testing.T, o opts) *shimRun {
 
 	argv := append(append(append(append([]string{}, o.wrap...), shimBin), o.args...), "--")
 	argv = append(argv, program...)
+	if o.exactEnv != nil {
+		// os/exec and shells tidy an environment; execWithEnv does not.
+		f := filepath.Join(t.TempDir(), "env")
+		env := append([]string{"REL_HELPER=backend", "REL_RUN=" + tag}, o.exactEnv...)
+		if err := os.WriteFile(f, []byte(strings.Join(env, "\x00")+"\x00"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		argv = append([]string{helperBin}, argv...)
+		o.direct = true
+		o.env = append(o.env, "REL_EXEC_ENV="+f)
+	}
 	var cmd *exec.Cmd
 	if o.direct {
 		cmd = exec.Command(argv[0], argv[1:]...)
