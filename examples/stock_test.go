@@ -6,39 +6,30 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/convex-shim/convex-shim/internal/dockertest"
 	"gopkg.in/yaml.v3"
 )
 
 // The two ways to run convex-shim on the STOCK backend image, with no image of
 // one's own (issue 7): compose-stock-image/ and kubernetes/stock-image/. Each file
 // is parsed and held to its README; then each is run for real on the stand-in for
-// the stock image (convex-standin:test, built FROM scratch by e2e/standin/build.sh),
+// the stock image (dockertest.StandinImage, built FROM scratch by e2e/standin/build.sh),
 // with the shim-only image built from Dockerfile.backend (target shim-prebuilt: the
-// classic builder, nothing pulled).
-//
-// The Docker helpers of e2e/internal/dockertest cannot be imported from here (Go's
-// internal rule: only e2e/... may), so this file reuses compose_test.go's helpers
-// and adds the few it needs.
+// classic builder, nothing pulled), using internal/dockertest and compose_test.go's
+// checkCallbacks and stopDrains.
 
 const (
 	stockComposeFile = "compose-stock-image/docker-compose.yml"
 	stockK8sDir      = "kubernetes/stock-image"
-	// shimOnlyImage is Dockerfile.backend --target shim-prebuilt, tagged by buildStock.
-	shimOnlyImage = "convex-shim-only:test"
 	// shimPath is where both examples put the binary and run it from.
 	shimPath = "/shim/convex-shim"
 )
@@ -46,124 +37,12 @@ const (
 // nodeOps are the callbacks each test makes: every kind, storage round trip included.
 var nodeOps = []string{"query", "mutation", "action", "storage_store", "storage_get"}
 
-// ---- builds ----
-
-var (
-	stockOnce sync.Once
-	stockErr  error
+// The forward each test's callbacks to http://127.0.0.1 go through: the startup line and
+// the line naming each connection (CONVEX_SHIM_VERBOSE).
+const (
+	defaultForward = "forwarding 127.0.0.1:80 -> 127.0.0.1:3210 (default)"
+	throughForward = "forward: 127.0.0.1:80 -> 127.0.0.1:3210: client 127.0.0.1:"
 )
-
-// buildStock builds, once per test binary, what both stock-image tests need: the
-// stand-in image, bin/convex-shim (make build) and from it the shim-only image.
-func buildStock(t *testing.T) {
-	t.Helper()
-	stockOnce.Do(func() {
-		stockErr = withBuildLock(func() error {
-			for _, c := range [][]string{
-				{"bash", "e2e/standin/build.sh", standinImage},
-				{"make", "build"},
-			} {
-				if err := runIn("..", c...); err != nil {
-					return err
-				}
-			}
-			old, _ := docker("image", "inspect", "-f", "{{.Id}}", shimOnlyImage)
-			if err := runIn("..", "docker", "build", "-q", "-f", "Dockerfile.backend",
-				"--target", "shim-prebuilt", "-t", shimOnlyImage, "."); err != nil {
-				return err
-			}
-			// A rebuild leaves the previous image untagged: remove it (unless in use).
-			if now, _ := docker("image", "inspect", "-f", "{{.Id}}", shimOnlyImage); old != "" && old != now {
-				docker("rmi", old)
-			}
-			return nil
-		})
-	})
-	if stockErr != nil {
-		t.Fatal(stockErr)
-	}
-}
-
-// withBuildLock holds the lock e2e/internal/dockertest takes around its image builds
-// (the same file), so that `go test ./...` never runs two builds of the same tags,
-// or a docker build reading bin/convex-shim while make build rewrites it, at once.
-func withBuildLock(build func() error) error {
-	path := filepath.Join(os.TempDir(), "convex-shim-e2e-build.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return fmt.Errorf("open build lock: %w", err)
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("lock %s: %w", path, err)
-	}
-	defer unix.Flock(int(f.Fd()), unix.LOCK_UN)
-	return build()
-}
-
-func runIn(dir string, args ...string) error {
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s (in %s): %v\n%s", strings.Join(args, " "), dir, err, out)
-	}
-	return nil
-}
-
-// ---- small helpers ----
-
-// eventually polls cond until it holds, failing with its last message after within.
-func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		ok, msg := cond()
-		if ok {
-			return time.Since(start)
-		}
-		if time.Since(start) > within {
-			t.Fatalf("%s: not after %v; last: %s", what, within, msg)
-		}
-		time.Sleep(100 * time.Millisecond) // poll interval
-	}
-}
-
-// trackContainer removes the container (and its anonymous volumes) when the test
-// ends, printing its logs first if the test failed.
-func trackContainer(t *testing.T, name string) {
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs, _ := exec.Command("docker", "logs", name).CombinedOutput()
-			t.Logf("docker logs %s:\n%s", name, logs)
-		}
-		if out, err := docker("rm", "-f", "-v", name); err != nil && !strings.Contains(out, "No such container") {
-			t.Log(err)
-		}
-	})
-}
-
-// copyOut reads one file out of a container (running or not) with docker cp, which
-// also sees its volumes, and returns the file's tar header and content.
-func copyOut(t *testing.T, ctr, path string) (*tar.Header, []byte) {
-	t.Helper()
-	cmd := exec.Command("docker", "cp", ctr+":"+path, "-")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("docker cp %s:%s: %v: %s", ctr, path, err, stderr.Bytes())
-	}
-	tr := tar.NewReader(bytes.NewReader(out))
-	hdr, err := tr.Next()
-	if err != nil {
-		t.Fatalf("docker cp %s:%s: %v", ctr, path, err)
-	}
-	data, err := io.ReadAll(tr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hdr, data
-}
 
 func sha(data []byte) string {
 	s := sha256.Sum256(data)
@@ -173,7 +52,7 @@ func sha(data []byte) string {
 // mountRW reports whether the container has a mount at dest and whether it is writable.
 func mountRW(t *testing.T, ctr, dest string) (found, rw bool) {
 	t.Helper()
-	out, err := docker("inspect", "-f", `{{range .Mounts}}{{.Destination}} {{.RW}}{{"\n"}}{{end}}`, ctr)
+	out, err := dockertest.Inspect(ctr, `{{range .Mounts}}{{.Destination}} {{.RW}}{{"\n"}}{{end}}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,83 +62,6 @@ func mountRW(t *testing.T, ctr, dest string) (found, rw bool) {
 		}
 	}
 	return false, false
-}
-
-// checkCallbacks runs a Node action making nodeOps against the backend published at
-// api and checks that each callback went through the shim's 127.0.0.1:80 (the logs
-// of ctr, with CONVEX_SHIM_VERBOSE, name each forwarded connection).
-func checkCallbacks(t *testing.T, ctr, api string) {
-	t.Helper()
-	start := time.Now()
-	res, err := nodeAction(api, nodeOps, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	took := time.Since(start)
-	for _, r := range res.Results {
-		t.Logf("callback %s to http://127.0.0.1: ok=%v value=%s", r.Op, r.OK, r.Value)
-	}
-	if len(res.Results) != len(nodeOps) {
-		t.Errorf("%d results for %d ops", len(res.Results), len(nodeOps))
-	}
-	if got := string(res.Results[len(res.Results)-1].Value); got != `"hello from node"` {
-		t.Errorf("storage_get returned %s, want the bytes storage_store uploaded", got)
-	}
-	logs, _ := exec.Command("docker", "logs", ctr).CombinedOutput()
-	for _, want := range []string{
-		"forwarding 127.0.0.1:80 -> 127.0.0.1:3210 (default)",        // the startup line
-		"forward: 127.0.0.1:80 -> 127.0.0.1:3210: client 127.0.0.1:", // a callback through it (-v)
-	} {
-		if !bytes.Contains(logs, []byte(want)) {
-			t.Errorf("logs lack %q:\n%s", want, logs)
-		}
-	}
-	n := bytes.Count(logs, []byte("forward: 127.0.0.1:80 -> 127.0.0.1:3210: client"))
-	t.Logf("Node action with %d callbacks: %v; %d connections through 127.0.0.1:80", len(nodeOps), took.Round(time.Millisecond), n)
-}
-
-// stopDrains starts a callback that the backend holds for 2s, runs stop (the
-// platform's stop) while it is in flight, and checks the drain: the callback
-// completes, the container exits 0 well inside the shim's grace, and the backend saw
-// exactly one SIGINT (none reached its Node server).
-func stopDrains(t *testing.T, ctr, api string, grace time.Duration, stopWhat string, stop func()) {
-	t.Helper()
-	inflight := make(chan error, 1)
-	go func() {
-		_, err := nodeAction(api, []string{"query"}, "2s")
-		inflight <- err
-	}()
-	waitLog(t, ctr, "callback query: sleeping 2s", 30*time.Second)
-
-	start := time.Now()
-	stop()
-	took := time.Since(start)
-	select {
-	case err := <-inflight:
-		if err != nil {
-			t.Errorf("callback in flight during %s: %v", stopWhat, err)
-		} else {
-			t.Logf("callback in flight during %s: completed", stopWhat)
-		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("callback in flight during %s: no answer 30s later", stopWhat)
-	}
-	state, err := docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.OOMKilled}}", ctr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%s took %v; container: %s", stopWhat, took.Round(time.Millisecond), state)
-	if state != "exited 0 false" {
-		t.Errorf("container state, exit code, OOMKilled = %q, want \"exited 0 false\" (a drained backend exits 0)", state)
-	}
-	if took >= grace {
-		t.Errorf("%s took %v, not under the shim's %v grace: the drain did not end it", stopWhat, took, grace)
-	}
-	signals := readSignalLog(t, ctr)
-	t.Logf("signals.log: %q", signals)
-	if !slices.Equal(signals, []string{"backend SIGINT"}) {
-		t.Errorf("signals received = %q, want exactly [\"backend SIGINT\"] (one SIGINT to the backend, none to its Node server)", signals)
-	}
 }
 
 // ---- compose on the stock image ----
@@ -363,35 +165,6 @@ func TestComposeStockImageFile(t *testing.T) {
 		"http://127.0.0.1", "shim-prebuilt", "/convex/data", "3210", "3211")
 }
 
-// stockCompose runs docker-compose on compose-stock-image/ with a project of its own.
-type stockCompose struct {
-	t       *testing.T
-	project string
-	env     []string
-}
-
-func (c *stockCompose) run(ctx context.Context, args ...string) (string, error) {
-	full := append([]string{"-f", stockComposeFile, "-p", c.project}, args...)
-	cmd := exec.CommandContext(ctx, "docker-compose", full...)
-	cmd.Env = append(os.Environ(), c.env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out), nil
-}
-
-func (c *stockCompose) must(args ...string) string {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	out, err := c.run(ctx, args...)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return strings.TrimSpace(out)
-}
-
 // TestComposeStockImageUp brings compose-stock-image/ up for real with docker-compose
 // (v1) on the stand-in for the stock image (backend and its installer; the dashboard
 // image cannot be pulled here): the installer puts the shim on the volume and exits
@@ -400,78 +173,56 @@ func (c *stockCompose) must(args ...string) string {
 // `docker-compose stop`.
 func TestComposeStockImageUp(t *testing.T) {
 	t.Parallel()
-	requireTools(t)
-	buildStock(t)
-
-	c := &stockCompose{t: t, project: "convexshimstock" + randomHex(4), env: []string{
-		"CONVEX_BACKEND_IMAGE=" + standinImage,
-		"CONVEX_SHIM_TARGET=shim-prebuilt", // the classic builder; bin/ from buildStock
+	c := dockertest.NewCompose(t, stockComposeFile, "convexshimstock", []string{
+		"CONVEX_BACKEND_IMAGE=" + dockertest.StandinImage,
+		"CONVEX_SHIM_TARGET=shim-prebuilt", // the classic builder; bin/ from make build
 		"CONVEX_SHIM_VERBOSE=true",
 		"PUBLISH_ADDRESS=127.0.0.1",   // loopback only
 		"PORT=0", "SITE_PROXY_PORT=0", // ephemeral host ports: the origin names none
-	}}
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			logs, _ := c.run(ctx, "logs", "--no-color", "shim-install", "backend")
-			cancel()
-			t.Logf("logs:\n%s", logs)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		if out, err := c.run(ctx, "down", "-v", "--rmi", "local", "--remove-orphans"); err != nil {
-			t.Errorf("cleanup: %v\n%s", err, out)
-		}
-	})
+	}, "shim-install", "backend")
 
-	// The build reads bin/convex-shim: under the lock, so no make build rewrites it.
-	if err := withBuildLock(func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		defer cancel()
-		_, err := c.run(ctx, "build", "shim-install")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// The shim-only image reads bin/convex-shim: built under the build lock.
+	c.BuildWithHostBinary("shim-install")
 	start := time.Now()
-	c.must("up", "-d", "backend")
+	c.Must("up", "-d", "backend")
 	t.Logf("docker-compose up -d backend: %v (shim-install ran to completion first)", time.Since(start).Round(time.Millisecond))
 
-	inst := c.must("ps", "-a", "-q", "shim-install")
+	inst := c.Must("ps", "-a", "-q", "shim-install")
 	if inst == "" {
 		t.Fatal("docker-compose ps -a -q shim-install: no container")
 	}
-	state, err := docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", inst)
+	state, err := dockertest.Inspect(inst, "{{.State.Status}} {{.State.ExitCode}}")
 	if err != nil {
 		t.Fatal(err)
 	}
-	instLogs, _ := exec.Command("docker", "logs", inst).CombinedOutput()
-	t.Logf("shim-install: %s: %s", state, bytes.TrimSpace(instLogs))
-	if state != "exited 0" || !bytes.Contains(instLogs, []byte("installed as "+shimPath)) {
+	instLogs := (&dockertest.Container{Name: inst}).Logs(t)
+	t.Logf("shim-install: %s: %s", state, strings.TrimSpace(instLogs))
+	if state != "exited 0" || !strings.Contains(instLogs, "installed as "+shimPath) {
 		t.Errorf("shim-install is %q, output %q: want exited 0 and \"installed as %s\"", state, instLogs, shimPath)
 	}
 
-	id := c.must("ps", "-q", "backend")
+	id := c.Must("ps", "-q", "backend")
 	if id == "" {
 		t.Fatal("docker-compose ps -q backend: no container")
 	}
 	if found, rw := mountRW(t, id, "/shim"); !found || rw {
 		t.Errorf("backend's /shim mount: found %v, writable %v; want read-only", found, rw)
 	}
-	health := waitHealthy(t, id, 90*time.Second)
+	backend := &dockertest.Container{Name: id}
+	health := backend.WaitHealthy(t, 90*time.Second)
 	t.Logf("up to %s in %v", health, time.Since(start).Round(time.Millisecond))
 
 	// The README's verification step.
-	out, err := docker("exec", id, shimPath, "--check")
+	out, err := dockertest.Docker("exec", id, shimPath, "--check")
 	t.Logf("docker exec backend %s --check (%v):\n%s", shimPath, err, out)
 	if err != nil || !strings.Contains(out, "127.0.0.1:80") {
 		t.Errorf("--check in the backend: %v", err)
 	}
 
-	api := c.must("port", "backend", "3210")
-	checkCallbacks(t, id, api)
+	backend.API = c.Must("port", "backend", "3210")
+	checkCallbacks(t, backend, nodeOps, defaultForward, throughForward)
 
-	stopDrains(t, id, api, 8*time.Second, "docker-compose stop", func() { c.must("stop") })
+	stopDrains(t, backend, 8*time.Second, "docker-compose stop", func() { c.Must("stop") })
 }
 
 // ---- Kubernetes on the stock image ----
@@ -732,23 +483,13 @@ func TestKubernetesStockImageManifest(t *testing.T) {
 func TestKubernetesStockImageMechanics(t *testing.T) {
 	t.Parallel()
 	p := loadStockPod(t)
-	requireTools(t)
-	buildStock(t)
-
-	vol := "convex-e2e-vol-" + randomHex(4) // the emptyDir
-	if _, err := docker("volume", "create", vol); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := docker("volume", "rm", "-f", vol); err != nil {
-			t.Log(err)
-		}
-	})
+	standin := dockertest.BuildStandin(t)
+	shimOnly := dockertest.BuildShimOnlyImage(t)
+	vol := dockertest.Volume(t) // the emptyDir
 
 	// The init container, as the kubelet would run it.
-	initName := "convex-e2e-init-" + randomHex(4)
-	trackContainer(t, initName)
-	args := []string{"run", "--name", initName, "-v", vol + ":" + p.installDir}
+	initCtr := dockertest.Track(t, dockertest.RandomName("convex-e2e-init-"))
+	args := []string{"run", "--name", initCtr.Name, "-v", vol + ":" + p.installDir}
 	if sc := p.init.SecurityContext; sc != nil {
 		if sc.ReadOnlyRootFilesystem {
 			args = append(args, "--read-only")
@@ -760,7 +501,7 @@ func TestKubernetesStockImageMechanics(t *testing.T) {
 			args = append(args, "--security-opt", "no-new-privileges")
 		}
 	}
-	args = append(append(args, shimOnlyImage), p.init.Args...)
+	args = append(append(args, shimOnly), p.init.Args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -769,8 +510,8 @@ func TestKubernetesStockImageMechanics(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "installed as "+p.installDir+"/convex-shim") {
 		t.Fatalf("init container: %v: %s", err, out)
 	}
-	hdr, installed := copyOut(t, initName, p.installDir+"/convex-shim")
-	_, own := copyOut(t, initName, "/convex-shim") // the binary in the shim-only image
+	hdr, installed := initCtr.ReadFile(t, p.installDir+"/convex-shim")
+	_, own := initCtr.ReadFile(t, "/convex-shim") // the binary in the shim-only image
 	t.Logf("in the volume: %s mode %04o uid %d, %d bytes, sha256 %s", hdr.Name, hdr.Mode&0o7777, hdr.Uid, len(installed), sha(installed))
 	if hdr.Typeflag != tar.TypeReg || hdr.Mode&0o7777 != 0o755 || hdr.Uid != 0 {
 		t.Errorf("installed file: type %c mode %04o uid %d, want a regular file, mode 0755, owned by root", hdr.Typeflag, hdr.Mode&0o7777, hdr.Uid)
@@ -780,60 +521,43 @@ func TestKubernetesStockImageMechanics(t *testing.T) {
 	}
 
 	// The backend container: the stock image's ENTRYPOINT replaced by the command.
-	name := "convex-e2e-stock-" + randomHex(4)
-	trackContainer(t, name)
 	ro := ""
 	if p.shimMount.ReadOnly {
 		ro = ":ro"
 	}
-	args = []string{"run", "-d", "--name", name, "-p", "127.0.0.1::3210",
-		"-v", vol + ":" + p.shimMount.MountPath + ro, "--entrypoint", p.backend.Command[0]}
+	var env []string
 	for _, e := range p.backend.Env {
-		args = append(args, "-e", e.Name+"="+e.Value)
+		env = append(env, e.Name+"="+e.Value)
 	}
-	args = append(args, "-e", "CONVEX_SHIM_VERBOSE=true", standinImage)
-	args = append(append(args, p.backend.Command[1:]...), p.backend.Args...)
-	if _, err := docker(args...); err != nil {
-		t.Fatal(err)
+	o := dockertest.Options{
+		Env:    append(env, "CONVEX_SHIM_VERBOSE=true"),
+		Docker: []string{"-v", vol + ":" + p.shimMount.MountPath + ro, "--entrypoint", p.backend.Command[0]},
+		Args:   slices.Concat(p.backend.Command[1:], p.backend.Args),
 	}
-	t.Logf("backend: docker %s", strings.Join(args, " "))
-	if found, rw := mountRW(t, name, p.shimMount.MountPath); !found || rw {
+	t.Logf("backend: %s with %+v", standin, o)
+	start = time.Now()
+	backend := dockertest.Start(t, standin, o)
+	if found, rw := mountRW(t, backend.Name, p.shimMount.MountPath); !found || rw {
 		t.Errorf("%s mount: found %v, writable %v; want read-only", p.shimMount.MountPath, found, rw)
 	}
-	api, err := docker("port", name, "3210/tcp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	api = strings.SplitN(api, "\n", 2)[0]
 
 	// startupProbe / livenessProbe: GET /version on 3210.
-	client := &http.Client{Timeout: 2 * time.Second}
-	ready := eventually(t, 30*time.Second, "GET /version", func() (bool, string) {
-		resp, err := client.Get("http://" + api + "/version")
-		if err != nil {
-			if st, _ := docker("inspect", "-f", "{{.State.Status}}", name); st != "running" {
-				t.Fatalf("backend container is %s before it answered", st)
-			}
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
-	t.Logf("GET /version answered %v after docker run", ready.Round(time.Millisecond))
+	backend.WaitReady(t)
+	t.Logf("GET /version answered %v after docker run", time.Since(start).Round(time.Millisecond))
 
 	// readinessProbe: the exec, as the kubelet runs it.
 	probe := p.backend.ReadinessProbe.Exec.Command
-	out2, err := docker(append([]string{"exec", name}, probe...)...)
+	out2, err := dockertest.Docker(append([]string{"exec", backend.Name}, probe...)...)
 	t.Logf("readinessProbe %q: %v\n%s", probe, err, out2)
 	if err != nil || !strings.Contains(out2, "127.0.0.1:80") {
 		t.Errorf("readinessProbe %q failed: %v", probe, err)
 	}
 
-	checkCallbacks(t, name, api)
+	checkCallbacks(t, backend, nodeOps, defaultForward, throughForward)
 
-	period := time.Duration(p.dep.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
-	stopDrains(t, name, api, p.grace, fmt.Sprintf("docker stop -t %d", int(period.Seconds())), func() {
-		if _, err := docker("stop", "-t", strconv.Itoa(int(period.Seconds())), name); err != nil {
+	period := strconv.Itoa(p.dep.Spec.Template.Spec.TerminationGracePeriodSeconds)
+	stopDrains(t, backend, p.grace, "docker stop -t "+period, func() {
+		if _, err := dockertest.Docker("stop", "-t", period, backend.Name); err != nil {
 			t.Fatal(err)
 		}
 	})

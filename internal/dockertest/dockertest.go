@@ -1,15 +1,20 @@
-// Package dockertest holds the Docker helpers shared by the end-to-end tests in e2e/standin
-// (the stand-in Convex backend image) and e2e/image (Dockerfile.backend built on it): build
-// the images once per test binary, run a container that is removed when the test ends, find
-// its published ports, wait for it on a condition (GET /version, a log line, its exit), read
-// the stand-in's signal log, and run Node actions in it.
+// Package dockertest holds the Docker helpers shared by the tests that run containers:
+// e2e/standin (the stand-in Convex backend image), e2e/image (Dockerfile.backend built on it)
+// and examples/ (the compose files brought up with docker-compose, the stock-image mechanics).
+// It builds the images once per test binary, and every build of an image or of
+// bin/convex-shim under one lock shared by all test binaries; it runs containers that are
+// removed when the test ends, finds their published ports, waits for them on a condition
+// (GET /version, Docker's health status, a log line, their exit), reads files and the
+// stand-in's signal log out of them, and runs Node actions in them; and it runs docker-compose
+// projects that are taken down when the test ends.
 //
 // Docker is required. When the engine cannot be reached every test that needs it fails with
 // the docker error; nothing is skipped.
 //
 // Only the classic builder is assumed, and nothing is pulled: the stand-in is built FROM
-// scratch by e2e/standin/build.sh, and the shimmed image from the repository's own
-// Dockerfile.backend (target prebuilt, BASE_IMAGE the stand-in), the same file users build.
+// scratch by e2e/standin/build.sh, and the shimmed images from the repository's own
+// Dockerfile.backend (targets prebuilt, BASE_IMAGE the stand-in, and shim-prebuilt), the same
+// file users build.
 package dockertest
 
 import (
@@ -23,6 +28,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -39,6 +46,10 @@ import (
 // ShimImage is the tag BuildShimImage gives Dockerfile.backend built on the stand-in.
 const ShimImage = "convex-backend-shim:test"
 
+// ShimOnlyImage is the tag BuildShimOnlyImage gives the shim-only image (FROM scratch, the
+// binary alone at /convex-shim).
+const ShimOnlyImage = "convex-shim-only:test"
+
 // StandinImage is the tag BuildStandin gives the stand-in; STANDIN_IMAGE overrides it.
 var StandinImage = func() string {
 	if v := os.Getenv("STANDIN_IMAGE"); v != "" {
@@ -53,29 +64,58 @@ const SignalLogPath = "/convex/data/signals.log"
 // Deadline bounds every wait in this package: a container start, a log line, an exit.
 const Deadline = 30 * time.Second
 
+// once runs a check or a build once per test binary and hands every caller its outcome.
+type once struct {
+	sync.Once
+	err  error
+	note string // logged by each caller: something that went wrong but fails nothing
+}
+
+func (o *once) do(t testing.TB, f func() (note string, err error)) {
+	t.Helper()
+	o.Do(func() { o.note, o.err = f() })
+	if o.note != "" {
+		t.Log(o.note)
+	}
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+}
+
 var (
-	dockerOnce sync.Once
-	dockerErr  error
+	dockerCheck, composeCheck once
+	standinBuild              once
+	shimBuild, shimOnlyBuild  once
 
-	standinOnce sync.Once
-	standinErr  error
-
-	shimOnce sync.Once
-	shimErr  error
+	// standinPrev is the stand-in's image ID before BuildStandin rebuilt it, if the rebuild
+	// changed it. build.sh removes it, unless the previous ShimImage is still built on it;
+	// BuildShimImage removes it then, once it has replaced that image.
+	standinPrev string
 )
 
 // RequireDocker fails the test, with docker's own error, if the engine is not reachable.
 func RequireDocker(t testing.TB) {
 	t.Helper()
-	dockerOnce.Do(func() {
+	dockerCheck.do(t, func() (string, error) {
 		out, err := exec.Command("docker", "version", "--format", "{{.Server.Version}}").CombinedOutput()
 		if err != nil {
-			dockerErr = fmt.Errorf("the Docker engine is not reachable (the end-to-end tests need it and do not skip): docker version: %v\n%s", err, out)
+			return "", fmt.Errorf("the Docker engine is not reachable (the end-to-end tests need it and do not skip): docker version: %v\n%s", err, out)
 		}
+		return "", nil
 	})
-	if dockerErr != nil {
-		t.Fatal(dockerErr)
-	}
+}
+
+// RequireCompose is RequireDocker, and fails the test if docker-compose (v1, as Debian ships
+// it) is missing: the tests that bring compose files up need it and do not skip.
+func RequireCompose(t testing.TB) {
+	t.Helper()
+	RequireDocker(t)
+	composeCheck.do(t, func() (string, error) {
+		if out, err := exec.Command("docker-compose", "version").CombinedOutput(); err != nil {
+			return "", fmt.Errorf("docker-compose (v1) is missing; the compose tests need it and do not skip (apt-get install docker-compose): %v\n%s", err, out)
+		}
+		return "", nil
+	})
 }
 
 // BuildStandin builds the stand-in image with e2e/standin/build.sh, once per test binary, and
@@ -83,14 +123,18 @@ func RequireDocker(t testing.TB) {
 func BuildStandin(t testing.TB) string {
 	t.Helper()
 	RequireDocker(t)
-	standinOnce.Do(func() {
-		standinErr = withBuildLock(func() error {
-			return run(RepoRoot(), "bash", "e2e/standin/build.sh", StandinImage)
+	standinBuild.do(t, func() (string, error) {
+		return "", withBuildLock(func() error {
+			old := imageID(StandinImage)
+			if err := run(RepoRoot(), "bash", "e2e/standin/build.sh", StandinImage); err != nil {
+				return err
+			}
+			if old != "" && old != imageID(StandinImage) {
+				standinPrev = old
+			}
+			return nil
 		})
 	})
-	if standinErr != nil {
-		t.Fatal(standinErr)
-	}
 	return StandinImage
 }
 
@@ -100,24 +144,107 @@ func BuildStandin(t testing.TB) string {
 func BuildShimImage(t testing.TB) string {
 	t.Helper()
 	base := BuildStandin(t)
-	shimOnce.Do(func() {
-		root := RepoRoot()
-		shimErr = withBuildLock(func() error {
-			if err := run(root, "make", "build"); err != nil {
+	shimBuild.do(t, func() (note string, err error) {
+		err = withHostBinary(func() error {
+			note, err = buildImage(ShimImage, "--target", "prebuilt", "--build-arg", "BASE_IMAGE="+base)
+			if err != nil {
 				return err
 			}
-			return run(root, "docker", "build", "-q", "-f", "Dockerfile.backend", "--target", "prebuilt",
-				"--build-arg", "BASE_IMAGE="+base, "-t", ShimImage, ".")
+			note = strings.TrimSpace(note + "\n" + removeDangling(standinPrev))
+			return nil
 		})
+		return note, err
 	})
-	if shimErr != nil {
-		t.Fatal(shimErr)
-	}
 	return ShimImage
 }
 
-// withBuildLock serializes image builds across the test binaries `go test ./e2e/...` runs at
-// the same time: two build.sh runs retagging the same image would race.
+// BuildShimOnlyImage builds the shim-only image, once per test binary: `make build`, then
+// Dockerfile.backend --target shim-prebuilt (FROM scratch, bin/convex-shim at /convex-shim,
+// its ENTRYPOINT). It returns ShimOnlyImage.
+func BuildShimOnlyImage(t testing.TB) string {
+	t.Helper()
+	RequireDocker(t)
+	shimOnlyBuild.do(t, func() (note string, err error) {
+		err = withHostBinary(func() error {
+			note, err = buildImage(ShimOnlyImage, "--target", "shim-prebuilt")
+			return err
+		})
+		return note, err
+	})
+	return ShimOnlyImage
+}
+
+// PrepareHostBinary readies what a build of Dockerfile.backend's prebuilt targets that the
+// test runs itself (docker-compose build, say) needs from the host: the stand-in image
+// (BuildStandin) and bin/convex-shim (`make build`). Then it runs build, if not nil, still
+// holding the build lock, so that no other test binary's make build rewrites bin/convex-shim,
+// nor its build.sh retags the stand-in, while build reads them. It fails the test if any of
+// them fails. Unlike the image builds it does this at every call: build is the caller's.
+func PrepareHostBinary(t testing.TB, build func() error) {
+	t.Helper()
+	BuildStandin(t)
+	if err := withHostBinary(build); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// withHostBinary runs `make build` and then build (if not nil), both under the build lock.
+func withHostBinary(build func() error) error {
+	return withBuildLock(func() error {
+		if err := run(RepoRoot(), "make", "build"); err != nil {
+			return err
+		}
+		if build == nil {
+			return nil
+		}
+		return build()
+	})
+}
+
+// buildImage builds Dockerfile.backend in the repository root as tag, with more docker build
+// options. A rebuild that changed the image leaves the previous one untagged: it is removed,
+// unless something still uses it; the note says why it could not be, if for another reason.
+func buildImage(tag string, opts ...string) (note string, err error) {
+	old := imageID(tag)
+	args := append([]string{"build", "-q", "-f", "Dockerfile.backend", "-t", tag}, opts...)
+	if err := run(RepoRoot(), "docker", append(args, ".")...); err != nil {
+		return "", err
+	}
+	if old == "" || old == imageID(tag) {
+		return "", nil
+	}
+	return removeDangling(old), nil
+}
+
+// imageID is the ID of the image ref names, or "" if there is none.
+func imageID(ref string) string {
+	out, err := Inspect(ref, "{{.Id}}")
+	if err != nil {
+		return ""
+	}
+	return out
+}
+
+// removeDangling removes image id if no tag names it any more (a rebuild moved its tag away),
+// leaving it if a container or a child image still uses it (docker's "conflict") or it is
+// gone already. It returns why it could not remove it otherwise, for the test log.
+func removeDangling(id string) string {
+	if id == "" {
+		return ""
+	}
+	if tags, err := Docker("image", "inspect", "-f", "{{len .RepoTags}}", id); err != nil || strings.TrimSpace(tags) != "0" {
+		return "" // gone, or tagged under another name: not a leftover of ours
+	}
+	out, err := Docker("rmi", id)
+	if err != nil && !strings.Contains(out, "conflict") && !strings.Contains(out, "No such image") {
+		return fmt.Sprintf("dockertest: remove the previous image %s: %v", id, err)
+	}
+	return ""
+}
+
+// withBuildLock serializes image builds, and the make build they read, across the test
+// binaries `go test ./...` runs at the same time: two build.sh runs retagging the same image
+// would race, and a docker build could read bin/convex-shim while make build rewrites it.
 func withBuildLock(build func() error) error {
 	path := filepath.Join(os.TempDir(), "convex-shim-e2e-build.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -181,7 +308,26 @@ func Docker(args ...string) (string, error) {
 	return string(out), nil
 }
 
-// RandomName is prefix plus 8 random hex digits, for containers and volumes.
+// Inspect is `docker inspect -f format name` (a container, an image, a volume), its output
+// trimmed.
+func Inspect(name, format string) (string, error) {
+	out, err := Docker("inspect", "-f", format, name)
+	return strings.TrimSpace(out), err
+}
+
+// FreePort is a loopback port free at the time of the call, for a host port that must be a
+// real number rather than Docker's ephemeral 0 (compose files that also put it in a URL).
+func FreePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// RandomName is prefix plus 8 random hex digits, for containers, volumes and compose projects.
 func RandomName(prefix string) string {
 	b := make([]byte, 4)
 	rand.Read(b)
@@ -189,7 +335,8 @@ func RandomName(prefix string) string {
 }
 
 // Container is a container started by Start (or adopted by Track) and removed, with its
-// anonymous volumes, when the test ends.
+// anonymous volumes, when the test ends. The methods work on any container: one that
+// docker-compose started is &Container{Name: its ID, API: its published 3210}.
 type Container struct {
 	Name string
 	API  string // host:port published for 3210; empty if not published or already exited
@@ -282,11 +429,11 @@ func PublishedPort(name, port string) (string, error) {
 // State is the container's .State.Status (running, exited, ...).
 func (c *Container) State(t testing.TB) string {
 	t.Helper()
-	out, err := Docker("inspect", "-f", "{{.State.Status}}", c.Name)
+	out, err := Inspect(c.Name, "{{.State.Status}}")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimSpace(out)
+	return out
 }
 
 // WaitReady polls GET /version on the published API port until it answers 200, failing at
@@ -314,6 +461,31 @@ func (c *Container) WaitReady(t testing.TB) {
 			t.Fatalf("GET http://%s/version: not ready after %s: %v", c.API, Deadline, err)
 		}
 		time.Sleep(50 * time.Millisecond) // poll interval
+	}
+}
+
+// WaitHealthy polls Docker's health status until it is healthy, failing at once when the
+// container stops running or turns unhealthy, and after within otherwise. It returns the
+// final "running healthy".
+func (c *Container) WaitHealthy(t testing.TB, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		out, err := Inspect(c.Name, "{{.State.Status}} {{.State.Health.Status}}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case out == "running healthy":
+			return out
+		case !strings.HasPrefix(out, "running"), strings.HasSuffix(out, "unhealthy"):
+			last, _ := Inspect(c.Name, "{{json .State.Health}}")
+			t.Fatalf("container %s is %q, want running and healthy; health: %s", c.Name, out, last)
+		case time.Now().After(deadline):
+			last, _ := Inspect(c.Name, "{{json .State.Health}}")
+			t.Fatalf("container %s still %q after %v; health: %s", c.Name, out, within, last)
+		}
+		time.Sleep(200 * time.Millisecond) // poll interval
 	}
 }
 
@@ -394,28 +566,52 @@ func (c *Container) Exec(t testing.TB, cmd ...string) string {
 	return out
 }
 
-// SignalLog returns the lines of the stand-in's signal log ("backend SIGINT", "node SIGTERM"),
-// read with docker cp so that it works after the container has exited too; nil if no signal
-// was ever recorded (the file does not exist).
-func (c *Container) SignalLog(t testing.TB) []string {
+// ReadFile reads one file out of the container, running or not, with docker cp (which sees
+// its volumes too), and returns the file's tar header and content.
+func (c *Container) ReadFile(t testing.TB, path string) (*tar.Header, []byte) {
 	t.Helper()
-	cmd := exec.Command("docker", "cp", c.Name+":"+SignalLogPath, "-")
+	hdr, data, err := c.copyOut(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hdr, data
+}
+
+// copyOut is ReadFile's docker cp; the error wraps fs.ErrNotExist if there is no such file.
+func (c *Container) copyOut(path string) (*tar.Header, []byte, error) {
+	cmd := exec.Command("docker", "cp", c.Name+":"+path, "-")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
 		if strings.Contains(stderr.String(), "Could not find the file") {
-			return nil
+			err = fs.ErrNotExist
 		}
-		t.Fatalf("docker cp %s:%s: %v: %s", c.Name, SignalLogPath, err, stderr.Bytes())
+		return nil, nil, fmt.Errorf("docker cp %s:%s: %w: %s", c.Name, path, err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	tr := tar.NewReader(bytes.NewReader(out))
-	if _, err := tr.Next(); err != nil {
-		t.Fatalf("read signals.log from docker cp: %v", err)
+	hdr, err := tr.Next()
+	if err != nil {
+		return nil, nil, fmt.Errorf("docker cp %s:%s: read the tar stream: %w", c.Name, path, err)
 	}
 	data, err := io.ReadAll(tr)
 	if err != nil {
-		t.Fatalf("read signals.log from docker cp: %v", err)
+		return nil, nil, fmt.Errorf("docker cp %s:%s: read the tar stream: %w", c.Name, path, err)
+	}
+	return hdr, data, nil
+}
+
+// SignalLog returns the lines of the stand-in's signal log ("backend SIGINT", "node SIGTERM"),
+// read with docker cp so that it works after the container has exited too; nil if no signal
+// was ever recorded (the file does not exist).
+func (c *Container) SignalLog(t testing.TB) []string {
+	t.Helper()
+	_, data, err := c.copyOut(SignalLogPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil
@@ -466,6 +662,15 @@ func (c *Container) NodeAction(delay string, ops ...string) (NodeResult, error) 
 		return res, fmt.Errorf("decode node-action %v reply %q: %w", ops, raw, err)
 	}
 	return res, nil
+}
+
+// NodeActionOK is NodeAction, with an error also when the action reports a failed callback.
+func (c *Container) NodeActionOK(delay string, ops ...string) (NodeResult, error) {
+	res, err := c.NodeAction(delay, ops...)
+	if err == nil && !res.OK {
+		err = fmt.Errorf("node action %v (held %q) failed: %q", ops, delay, res.Errors())
+	}
+	return res, err
 }
 
 // Post sends an empty POST to path on the API port and fails unless it answers want; it
@@ -591,4 +796,68 @@ func (c *Container) Orphans(t testing.TB, n int, life time.Duration) []int {
 		t.Fatalf("POST /test/orphans?n=%d: reply %q (%v), want %d pids", n, body, err, n)
 	}
 	return reply.PIDs
+}
+
+// Compose runs docker-compose (v1, as Debian ships it) on one compose file under a project of
+// its own, with Env added to the environment (the values of the file's ${VAR}s).
+type Compose struct {
+	t       testing.TB
+	File    string // relative to the test's working directory, its package directory
+	Project string
+	Env     []string // KEY=VALUE
+}
+
+// NewCompose returns a Compose for file under a random project name (prefix plus 8 hex
+// digits) and registers its end with the test's: the logs of logServices (every service if
+// none) if the test failed, then `down -v --rmi local --remove-orphans`, which also removes
+// the project's volumes and the images built for it.
+func NewCompose(t testing.TB, file, prefix string, env []string, logServices ...string) *Compose {
+	t.Helper()
+	RequireCompose(t)
+	c := &Compose{t: t, File: file, Project: RandomName(prefix), Env: env}
+	t.Cleanup(func() {
+		if t.Failed() {
+			logs, _ := c.Run(time.Minute, append([]string{"logs", "--no-color"}, logServices...)...)
+			t.Logf("docker-compose logs %s:\n%s", strings.Join(logServices, " "), logs)
+		}
+		if out, err := c.Run(2*time.Minute, "down", "-v", "--rmi", "local", "--remove-orphans"); err != nil {
+			t.Errorf("cleanup: %v\n%s", err, out)
+		}
+	})
+	return c
+}
+
+// Run runs docker-compose with args, killing it after timeout, and returns its combined
+// output; the error quotes the command and that output.
+func (c *Compose) Run(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker-compose", append([]string{"-f", c.File, "-p", c.Project}, args...)...)
+	cmd.Env = append(os.Environ(), c.Env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("docker-compose %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Must is Run with a 5-minute timeout that fails the test on error; it returns the output
+// trimmed.
+func (c *Compose) Must(args ...string) string {
+	c.t.Helper()
+	out, err := c.Run(5*time.Minute, args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// BuildWithHostBinary runs `docker-compose build services` through PrepareHostBinary: with
+// the stand-in and bin/convex-shim ready, under the build lock.
+func (c *Compose) BuildWithHostBinary(services ...string) {
+	c.t.Helper()
+	PrepareHostBinary(c.t, func() error {
+		_, err := c.Run(5*time.Minute, append([]string{"build"}, services...)...)
+		return err
+	})
 }
