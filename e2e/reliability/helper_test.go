@@ -108,6 +108,7 @@ func self(role string, env ...string) *exec.Cmd {
 //	                        again on each SIGUSR2; "orphans spawned K" when its
 //	                        shells are done
 //	REL_EXIT=N              exit N once ready
+//	REL_FILL_STDERR=N       write N bytes to stderr in the background
 //	REL_ON_INT=ignore|second-exits   (default: exit 0 after a 50 ms drain)
 //	REL_CRASH=exit:N|segv|abrt       crash that way on SIGHUP
 func backendMain() {
@@ -173,6 +174,10 @@ func backendMain() {
 	}
 	if os.Getenv("REL_UPSTREAM") != "" {
 		startUpstream()
+	}
+	if n, _ := strconv.Atoi(os.Getenv("REL_FILL_STDERR")); n > 0 {
+		// Blocks once the pipe is full and nobody reads it.
+		go os.Stderr.Write(bytes.Repeat([]byte("backend noise\n"), n/14+1))
 	}
 	fmt.Printf("ready pid=%d pgid=%d\n", os.Getpid(), unix.Getpgrp())
 	if code := os.Getenv("REL_EXIT"); code != "" {

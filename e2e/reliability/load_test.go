@@ -268,13 +268,13 @@ func TestBytesVerified(t *testing.T) {
 	}
 }
 
-// 1,000,000 short connections (make soak; 100,000 in make test): connect,
+// 1,000,000 short connections (make soak; 50,000 in make test): connect,
 // request, read the answer and the close, close; from 8 source addresses in
 // 127.0.0.0/8, with a wide ephemeral port range and tcp_tw_reuse in the
 // private namespace. Not one may fail.
 func TestShortConnections(t *testing.T) {
 	const workers = 16
-	total := scale(100_000, 1_000_000)
+	total := scale(50_000, 1_000_000)
 	budget := scale(4*time.Minute, 40*time.Minute)
 	r := start(t, opts{pid1: true, env: []string{"REL_LISTEN=127.0.0.1:3210"}, setup: `
 echo "1024 65535" > /proc/sys/net/ipv4/ip_local_port_range

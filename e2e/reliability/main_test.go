@@ -116,6 +116,9 @@ type opts struct {
 	// exactEnv, if set, is the shim's whole environment, byte for byte
 	// (duplicates and all), plus REL_HELPER=backend and REL_RUN; implies direct.
 	exactEnv []string
+	// holdStderr leaves the shim's stderr pipe unread until release(): a
+	// log consumer that has stalled.
+	holdStderr bool
 }
 
 // shimRun is one running shim, its stdout (the backend's) and stderr (its
@@ -130,6 +133,8 @@ type shimRun struct {
 	done     chan struct{}
 	status   int
 	exitedAt time.Time
+	gate     chan struct{} // closed by release when holdStderr
+	stderrR  *os.File      // the read end of its stderr pipe
 }
 
 // lineLog collects lines and wakes waiters on each one.
@@ -279,7 +284,17 @@ func start(t *testing.T, o opts) *shimRun {
 	var feeders sync.WaitGroup
 	feeders.Add(2)
 	go func() { defer feeders.Done(); r.stdout.feed(stdout) }()
-	go func() { defer feeders.Done(); r.stderr.feed(stderr) }()
+	if o.holdStderr {
+		r.gate = make(chan struct{})
+	}
+	r.stderrR, _ = stderr.(*os.File)
+	go func() {
+		defer feeders.Done()
+		if r.gate != nil {
+			<-r.gate
+		}
+		r.stderr.feed(stderr)
+	}()
 	go func() {
 		// cmd.Wait closes the pipes; let the feeders drain them first.
 		ps, _ := cmd.Process.Wait()
@@ -300,6 +315,7 @@ func start(t *testing.T, o opts) *shimRun {
 	}()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
+		r.release()
 		select {
 		case <-r.done:
 		case <-time.After(10 * time.Second):
@@ -675,4 +691,25 @@ func knownBug(t *testing.T, name, format string, args ...any) {
 	} else {
 		t.Log(msg)
 	}
+}
+
+// release starts reading a held stderr.
+func (r *shimRun) release() {
+	if r.gate != nil {
+		select {
+		case <-r.gate:
+		default:
+			close(r.gate)
+		}
+	}
+}
+
+// stderrFull reports whether the held stderr pipe is full (what a stalled
+// log consumer leaves): within a page of its size, since the kernel fills
+// it page by page.
+func (r *shimRun) stderrFull() bool {
+	fd := int(r.stderrR.Fd())
+	size, err1 := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0)
+	n, err2 := unix.IoctlGetInt(fd, unix.TIOCINQ) // FIONREAD
+	return err1 == nil && err2 == nil && n > size-4096
 }
