@@ -124,32 +124,67 @@ func interpolate(s string) string {
 	return regexp.MustCompile(`\$\{[A-Z_]+:-([^}]*)\}`).ReplaceAllString(s, "$1")
 }
 
-func TestComposeFile(t *testing.T) {
-	var f struct {
-		Services map[string]struct {
-			Build struct {
-				Context, Dockerfile, Target string
-				Args                        map[string]string
-			}
-			Image           string
-			NetworkMode     string `yaml:"network_mode"`
-			StopSignal      string `yaml:"stop_signal"`
-			StopGracePeriod string `yaml:"stop_grace_period"`
-			Ports           []string
-			Volumes         []string
-			Environment     map[string]string
-			Healthcheck     struct{ Test []string }
-			DependsOn       map[string]struct{ Condition string } `yaml:"depends_on"`
+// composeFileT is what the tests read of a compose file: the fields of both examples.
+type composeFileT struct {
+	Services map[string]struct {
+		Build struct {
+			Context, Dockerfile, Target string
+			Args                        map[string]string
 		}
-		Volumes map[string]any
+		Image           string
+		NetworkMode     string `yaml:"network_mode"`
+		Entrypoint      []string
+		Command         []string
+		Restart         string
+		StopSignal      string `yaml:"stop_signal"`
+		StopGracePeriod string `yaml:"stop_grace_period"`
+		Ports           []string
+		Volumes         []string
+		Environment     map[string]string
+		Healthcheck     struct{ Test []string }
+		DependsOn       map[string]struct{ Condition string } `yaml:"depends_on"`
 	}
-	raw, err := os.ReadFile(composeFile)
+	Volumes map[string]any
+}
+
+// loadCompose parses the compose file at path with every ${VAR:-default} at its default.
+func loadCompose(t *testing.T, path string) composeFileT {
+	t.Helper()
+	var f composeFileT
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := yaml.Unmarshal([]byte(interpolate(string(raw))), &f); err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// checkComposeBackend checks what both compose files' backend services must hold: no
+// stop_signal, a stop_grace_period above the shim's grace (checkGrace, whose result it
+// returns), 3210 and 3211 published.
+func checkComposeBackend(t *testing.T, f composeFileT) (grace time.Duration) {
+	t.Helper()
+	b := f.Services["backend"]
+	if b.StopSignal != "" {
+		t.Errorf("backend stop_signal %q: none is needed, the shim translates SIGTERM", b.StopSignal)
+	}
+	stopGrace, err := time.ParseDuration(b.StopGracePeriod)
+	if err != nil {
+		t.Fatalf("stop_grace_period %q: %v", b.StopGracePeriod, err)
+	}
+	grace = checkGrace(t, b.Environment, stopGrace, "stop_grace_period")
+	for _, p := range []string{":3210:3210", ":3211:3211"} {
+		if !slices.ContainsFunc(b.Ports, func(s string) bool { return strings.HasSuffix(s, p) }) {
+			t.Errorf("backend ports %q: none ends in %s", b.Ports, p)
+		}
+	}
+	return grace
+}
+
+func TestComposeFile(t *testing.T) {
+	f := loadCompose(t, composeFile)
 	for name, svc := range f.Services {
 		if svc.NetworkMode != "" {
 			t.Errorf("service %s shares network_mode %q: the port80-proxy sidecar is what this file replaces", name, svc.NetworkMode)
@@ -166,21 +201,9 @@ func TestComposeFile(t *testing.T) {
 	if !strings.HasPrefix(b.Build.Args["BASE_IMAGE"], wantStock) {
 		t.Errorf("BASE_IMAGE defaults to %q, want %s...", b.Build.Args["BASE_IMAGE"], wantStock)
 	}
-	if b.StopSignal != "" {
-		t.Errorf("backend stop_signal %q: none is needed, the shim translates SIGTERM", b.StopSignal)
-	}
-	stopGrace, err := time.ParseDuration(b.StopGracePeriod)
-	if err != nil {
-		t.Fatalf("stop_grace_period %q: %v", b.StopGracePeriod, err)
-	}
-	grace := checkGrace(t, b.Environment, stopGrace, "stop_grace_period")
+	grace := checkComposeBackend(t, f)
 	if got := b.Environment["CONVEX_CLOUD_ORIGIN"]; got != "http://127.0.0.1:3210" { // ${PORT:-3210} expanded
 		t.Errorf("CONVEX_CLOUD_ORIGIN = %q, want http://127.0.0.1:${PORT:-3210} (Convex's own, forwarded by the shim when PORT is not 3210)", got)
-	}
-	for _, p := range []string{":3210:3210", ":3211:3211"} {
-		if !slices.ContainsFunc(b.Ports, func(s string) bool { return strings.HasSuffix(s, p) }) {
-			t.Errorf("backend ports %q: none ends in %s", b.Ports, p)
-		}
 	}
 	if !slices.Contains(b.Volumes, "data:/convex/data") {
 		t.Errorf("backend volumes %q: want data:/convex/data", b.Volumes)
@@ -387,6 +410,32 @@ type k8sProbe struct {
 	TimeoutSeconds int                          `yaml:"timeoutSeconds"`
 }
 
+// checkProbes checks the startup, readiness and liveness probes of the backend container:
+// each is GET /version on 3210, or exec shim --check with a timeout above --check's own 3s
+// (the kubelet's default is 1s).
+func checkProbes(t *testing.T, shim string, startup, readiness, liveness *k8sProbe) {
+	t.Helper()
+	for name, p := range map[string]*k8sProbe{"startupProbe": startup, "readinessProbe": readiness, "livenessProbe": liveness} {
+		switch {
+		case p == nil:
+			t.Errorf("no %s", name)
+		case p.HTTPGet != nil:
+			if p.HTTPGet.Path != "/version" || (p.HTTPGet.Port != "api" && p.HTTPGet.Port != "3210") {
+				t.Errorf("%s: GET %s on %s, want /version on 3210", name, p.HTTPGet.Path, p.HTTPGet.Port)
+			}
+		case p.Exec != nil:
+			if !slices.Equal(p.Exec.Command, []string{shim, "--check"}) {
+				t.Errorf("%s: exec %q, want [%s --check]", name, p.Exec.Command, shim)
+			}
+			if p.TimeoutSeconds <= 3 {
+				t.Errorf("%s: timeoutSeconds %d, want above --check's 3s", name, p.TimeoutSeconds)
+			}
+		default:
+			t.Errorf("%s: neither httpGet nor exec", name)
+		}
+	}
+}
+
 func TestKubernetesManifests(t *testing.T) {
 	docs := k8sDocs(t, "kubernetes")
 	// Variants in subdirectories (kubernetes/stock-image/, ...) must at least parse;
@@ -519,26 +568,7 @@ func TestKubernetesManifests(t *testing.T) {
 	if !slices.Equal(pvc.Spec.AccessModes, []string{"ReadWriteOnce"}) {
 		t.Errorf("PVC accessModes %v, want ReadWriteOnce", pvc.Spec.AccessModes)
 	}
-	for name, p := range map[string]*k8sProbe{"startupProbe": c.StartupProbe, "readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
-		switch {
-		case p == nil:
-			t.Errorf("no %s", name)
-		case p.HTTPGet != nil:
-			if p.HTTPGet.Path != "/version" || (p.HTTPGet.Port != "api" && p.HTTPGet.Port != "3210") {
-				t.Errorf("%s: GET %s on %s, want /version on 3210", name, p.HTTPGet.Path, p.HTTPGet.Port)
-			}
-		case p.Exec != nil:
-			if !slices.Equal(p.Exec.Command, []string{"/usr/local/bin/convex-shim", "--check"}) {
-				t.Errorf("%s: exec %q, want convex-shim --check", name, p.Exec.Command)
-			}
-			// --check gives each probe 3s; the kubelet's default timeout is 1s.
-			if p.TimeoutSeconds <= 3 {
-				t.Errorf("%s: timeoutSeconds %d, want above --check's 3s", name, p.TimeoutSeconds)
-			}
-		default:
-			t.Errorf("%s: neither httpGet nor exec", name)
-		}
-	}
+	checkProbes(t, "/usr/local/bin/convex-shim", c.StartupProbe, c.ReadinessProbe, c.LivenessProbe)
 	readmeMentions(t, "kubernetes", "terminationGracePeriodSeconds: "+strconv.Itoa(spec.TerminationGracePeriodSeconds),
 		grace.String(), "SIGTERM", "3210", "3211", "/convex/data", pvc.Spec.Resources.Requests.Storage,
 		"http://127.0.0.1", "--check", "/version", "Recreate", "subreaper")

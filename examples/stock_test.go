@@ -66,35 +66,8 @@ func mountRW(t *testing.T, ctr, dest string) (found, rw bool) {
 
 // ---- compose on the stock image ----
 
-type stockComposeFileT struct {
-	Services map[string]struct {
-		Build struct {
-			Context, Dockerfile, Target string
-		}
-		Image           string
-		Entrypoint      []string
-		Command         []string
-		Restart         string
-		StopSignal      string `yaml:"stop_signal"`
-		StopGracePeriod string `yaml:"stop_grace_period"`
-		Ports           []string
-		Volumes         []string
-		Environment     map[string]string
-		Healthcheck     struct{ Test []string }
-		DependsOn       map[string]struct{ Condition string } `yaml:"depends_on"`
-	}
-	Volumes map[string]any
-}
-
 func TestComposeStockImageFile(t *testing.T) {
-	var f stockComposeFileT
-	raw, err := os.ReadFile(stockComposeFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal([]byte(interpolate(string(raw))), &f); err != nil {
-		t.Fatal(err)
-	}
+	f := loadCompose(t, stockComposeFile)
 	inst, ok := f.Services["shim-install"]
 	if !ok {
 		t.Fatal("no shim-install service")
@@ -137,24 +110,12 @@ func TestComposeStockImageFile(t *testing.T) {
 			t.Errorf("volume %s is not declared", v)
 		}
 	}
-	if b.StopSignal != "" {
-		t.Errorf("backend stop_signal %q: none is needed, the shim translates SIGTERM", b.StopSignal)
-	}
-	stopGrace, err := time.ParseDuration(b.StopGracePeriod)
-	if err != nil {
-		t.Fatalf("stop_grace_period %q: %v", b.StopGracePeriod, err)
-	}
-	grace := checkGrace(t, b.Environment, stopGrace, "stop_grace_period")
+	grace := checkComposeBackend(t, f)
 	if got := b.Environment["CONVEX_CLOUD_ORIGIN"]; got != "http://127.0.0.1" {
 		t.Errorf("CONVEX_CLOUD_ORIGIN defaults to %q, want http://127.0.0.1 (port 80, the shim's default forward)", got)
 	}
 	if want := []string{"CMD", shimPath, "--check"}; !slices.Equal(b.Healthcheck.Test, want) {
 		t.Errorf("backend healthcheck %q, want %q", b.Healthcheck.Test, want)
-	}
-	for _, p := range []string{":3210:3210", ":3211:3211"} {
-		if !slices.ContainsFunc(b.Ports, func(s string) bool { return strings.HasSuffix(s, p) }) {
-			t.Errorf("backend ports %q: none ends in %s", b.Ports, p)
-		}
 	}
 	if d := f.Services["dashboard"]; d.DependsOn["backend"].Condition != "service_healthy" {
 		t.Errorf("dashboard depends_on %v: want backend service_healthy", d.DependsOn)
@@ -445,25 +406,7 @@ func TestKubernetesStockImageManifest(t *testing.T) {
 	if ports["api"] != 3210 || ports["site"] != 3211 {
 		t.Errorf("container ports %v, want api 3210 and site 3211 (../service.yaml targets them by name)", ports)
 	}
-	for name, pr := range map[string]*k8sProbe{"startupProbe": b.StartupProbe, "readinessProbe": b.ReadinessProbe, "livenessProbe": b.LivenessProbe} {
-		switch {
-		case pr == nil:
-			t.Errorf("no %s", name)
-		case pr.HTTPGet != nil:
-			if pr.HTTPGet.Path != "/version" || (pr.HTTPGet.Port != "api" && pr.HTTPGet.Port != "3210") {
-				t.Errorf("%s: GET %s on %s, want /version on 3210", name, pr.HTTPGet.Path, pr.HTTPGet.Port)
-			}
-		case pr.Exec != nil:
-			if !slices.Equal(pr.Exec.Command, []string{shim, "--check"}) {
-				t.Errorf("%s: exec %q, want [%s --check]", name, pr.Exec.Command, shim)
-			}
-			if pr.TimeoutSeconds <= 3 {
-				t.Errorf("%s: timeoutSeconds %d, want above --check's 3s", name, pr.TimeoutSeconds)
-			}
-		default:
-			t.Errorf("%s: neither httpGet nor exec", name)
-		}
-	}
+	checkProbes(t, shim, b.StartupProbe, b.ReadinessProbe, b.LivenessProbe)
 	if b.ReadinessProbe == nil || b.ReadinessProbe.Exec == nil {
 		t.Error("readinessProbe: want the exec --check, so the pod is ready only when callbacks reach the backend")
 	}
@@ -594,14 +537,8 @@ func TestReadmeAdopting(t *testing.T) {
 	}
 
 	// Compose: the fragment's fields are the example file's.
-	var file, frag stockComposeFileT
-	data, err := os.ReadFile(stockComposeFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal([]byte(interpolate(string(data))), &file); err != nil {
-		t.Fatal(err)
-	}
+	file := loadCompose(t, stockComposeFile)
+	var frag composeFileT
 	if err := yaml.Unmarshal([]byte(blocks[0]), &frag); err != nil {
 		t.Fatalf("the README's compose block: %v", err)
 	}
