@@ -122,9 +122,15 @@ type Supervisor struct {
 	ParentDeathSignal unix.Signal
 	// Started, if set, is called with the backend's pid once it runs.
 	Started func(pid int)
+	// Exited, if set, is called once the backend has exited, before its
+	// leftovers are cleaned up: the place to close forwarders, which free
+	// their descriptors for the cleanup's /proc scan.
+	Exited func(status int)
 	// Log receives what an operator should see; Debug, each signal and reap.
 	// Either may be nil. A *log.Logger will do.
 	Log, Debug Logger
+
+	sigs, chld chan os.Signal // see Subscribe
 }
 
 // StartError is returned by Run when the program cannot be started.
@@ -155,20 +161,7 @@ func (e *StartError) Unwrap() error { return e.Err }
 // Run starts the program and supervises it until it and its leftovers are
 // gone. It returns the program's exit status, or a *StartError.
 func (s *Supervisor) Run() (int, error) {
-	// Subscribe before the child exists, so no signal sent between its start
-	// and our first receive is lost. SIGPIPE is subscribed only so that a
-	// closed stderr cannot kill the shim (the runtime would die of it, and as
-	// PID 1 exit 2); it is dropped. SIGCHLD has a channel of its own: one
-	// pending SIGCHLD is enough, since each one reaps until nothing is left,
-	// but a storm of other signals must never crowd it out (catatonit's
-	// hang, its issue #4, was a lost SIGCHLD).
-	sigs := make(chan os.Signal, 64)
-	signal.Notify(sigs, append(append([]os.Signal{unix.SIGPIPE}, StopRequests...), Forwarded...)...)
-	defer signal.Stop(sigs)
-	chld := make(chan os.Signal, 1)
-	signal.Notify(chld, unix.SIGCHLD)
-	defer signal.Stop(chld)
-
+	s.Subscribe()
 	resetIgnoredSignals()
 	if os.Getpid() != 1 {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -181,8 +174,14 @@ func (s *Supervisor) Run() (int, error) {
 	// for the backend's whole life.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	// A descriptor held in reserve for the cleanup's /proc scan, in case a
+	// flood of connections has used up the rest. Opening it also sets up
+	// the runtime's poller now: set up lazily without a free descriptor,
+	// it crashes the process.
+	spare, _ := os.Open("/dev/null")
 	pid, err := s.start()
 	if err != nil {
+		spare.Close()
 		return 0, err
 	}
 	if s.Started != nil {
@@ -190,8 +189,35 @@ func (s *Supervisor) Run() (int, error) {
 	}
 	logf(s.Debug, "started %s (pid %d)", s.Path, pid)
 
-	l := &loop{Supervisor: s, pid: pid, sigs: sigs, chld: chld}
-	return l.run(), nil
+	l := &loop{Supervisor: s, pid: pid, sigs: s.sigs, chld: s.chld, spare: spare}
+	status := l.run()
+	l.spare.Close() // nil-safe: an *os.File method
+	return status, nil
+}
+
+// Subscribe starts taking every signal Run handles; Run calls it if the
+// program has not. A program calls it first thing: before it, a stop request
+// meets the Go runtime's default action, which as PID 1 exits 2 and
+// otherwise kills the shim. Signals taken before the backend starts are
+// acted on once it runs.
+//
+// The subscription outlives Run on purpose. Between Run's return and the
+// program's exit a stop request must still be taken, not left to the
+// default action, or the backend's exit status is lost.
+//
+// SIGPIPE is taken only so that a closed stderr cannot kill the shim; it is
+// dropped. SIGCHLD has a channel of its own: one pending SIGCHLD is enough,
+// since each one reaps until nothing is left, but a storm of other signals
+// must never crowd it out (catatonit's hang, its issue #4, was a lost
+// SIGCHLD).
+func (s *Supervisor) Subscribe() {
+	if s.sigs != nil {
+		return
+	}
+	s.sigs = make(chan os.Signal, 64)
+	signal.Notify(s.sigs, append(append([]os.Signal{unix.SIGPIPE}, StopRequests...), Forwarded...)...)
+	s.chld = make(chan os.Signal, 1)
+	signal.Notify(s.chld, unix.SIGCHLD)
 }
 
 func (s *Supervisor) start() (int, error) {
@@ -300,6 +326,7 @@ type loop struct {
 	pid   int
 	sigs  chan os.Signal // stop requests and signals to forward
 	chld  chan os.Signal // SIGCHLD only
+	spare *os.File       // a descriptor to give up when /proc cannot be read
 	stops int            // stop requests so far
 
 	exited bool
@@ -321,6 +348,9 @@ func (l *loop) run() int {
 			l.kill(-l.pid, unix.SIGKILL)
 			grace = nil
 		}
+	}
+	if l.Exited != nil {
+		l.Exited(l.status)
 	}
 	l.cleanup()
 	return l.status
@@ -418,7 +448,13 @@ func (l *loop) cleanup() {
 		case <-l.sigs:
 			// The backend is gone; stop requests have nothing left to do.
 		case <-deadline:
-			sig, deadline = unix.SIGKILL, nil
+			if sig == unix.SIGKILL {
+				// Unkillable (stuck in the kernel) or out of our sight: the
+				// backend's status matters more than waiting forever.
+				logf(l.Log, "leftover processes survived SIGKILL for %v; exiting without them", grace)
+				return
+			}
+			sig, deadline = unix.SIGKILL, time.After(grace)
 			logf(l.Log, "leftover processes still running %v after the backend exited; sending SIGKILL", grace)
 			l.signalLeftovers(sig)
 		}
@@ -434,7 +470,16 @@ func (l *loop) signalLeftovers(sig unix.Signal) {
 		return
 	}
 	l.kill(-l.pid, sig)
-	for _, pid := range children(os.Getpid()) {
+	kids, err := children(os.Getpid())
+	if isOutOfFiles(err) && l.spare != nil {
+		l.spare.Close()
+		l.spare = nil
+		kids, err = children(os.Getpid())
+	}
+	if err != nil {
+		logf(l.Log, "cannot list leftover processes: %v", err)
+	}
+	for _, pid := range kids {
 		logf(l.Debug, "sending %s to leftover pid %d", sigName(sig), pid)
 		l.kill(pid, sig)
 	}
@@ -442,20 +487,29 @@ func (l *loop) signalLeftovers(sig unix.Signal) {
 
 // children lists the pids whose parent is ppid, from /proc. The kernel's
 // /proc/PID/task/TID/children is not always built in.
-func children(ppid int) []int {
-	ents, err := os.ReadDir("/proc")
+func children(ppid int) ([]int, error) {
+	dir, err := os.Open("/proc")
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("list children: %w", err)
+	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list children: %w", err)
 	}
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
+	var firstErr error
+	for _, name := range names {
+		pid, err := strconv.Atoi(name)
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		b, err := os.ReadFile("/proc/" + name + "/stat")
 		if err != nil {
-			continue
+			if isOutOfFiles(err) && firstErr == nil {
+				firstErr = fmt.Errorf("list children: %w", err)
+			}
+			continue // gone meanwhile
 		}
 		// The command name in parentheses may contain anything; the fields
 		// after the last ')' are state and ppid.
@@ -469,7 +523,11 @@ func children(ppid int) []int {
 			out = append(out, pid)
 		}
 	}
-	return out
+	return out, firstErr
+}
+
+func isOutOfFiles(err error) bool {
+	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)
 }
 
 func describe(ws unix.WaitStatus) string {

@@ -22,6 +22,8 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/convex-shim/convex-shim/forward"
 	"github.com/convex-shim/convex-shim/shim"
@@ -68,7 +70,23 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 0
 	}
 
-	logger := &lineLogger{w: stderr}
+	// Take stop requests from here on: a SIGTERM while the ports are being
+	// bound must not meet the Go runtime's default action (exit 2 as PID 1).
+	sup := &shim.Supervisor{
+		Path:              cfg.program[0],
+		Args:              cfg.program,
+		StopSignal:        cfg.stopSignal,
+		Grace:             cfg.grace,
+		CleanupGrace:      cfg.cleanupGrace,
+		ParentDeathSignal: cfg.deathSignal,
+	}
+	if sup.Grace == 0 {
+		sup.Grace = -1 // the flag's 0 means "never"; the package's zero means "default"
+	}
+	sup.Subscribe()
+
+	logger := newLineLogger(stderr)
+	defer logger.Close(time.Second)
 	// A missing program is reported before any port is bound.
 	if _, err := shim.LookPath(cfg.program[0], os.Environ()); err != nil {
 		return startFailed(logger, err)
@@ -88,11 +106,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	// Every listener is bound before the backend starts, so its first Node
 	// action can never find the port closed.
 	var proxies []*forward.Proxy
-	defer func() {
+	closeProxies := func() {
 		for _, p := range proxies {
 			p.Close()
 		}
-	}()
+		proxies = nil
+	}
+	defer closeProxies()
 	for _, f := range cfg.forwards {
 		p := &forward.Proxy{Listen: f.listen, Target: f.target, DialRetry: cfg.dialRetry, Log: logger, Debug: debugLog}
 		if err := p.Start(); err != nil {
@@ -106,21 +126,11 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		proxies = append(proxies, p)
 	}
 
-	grace := cfg.grace
-	if grace == 0 {
-		grace = -1 // the flag's 0 means "never"; the package's zero means "default"
-	}
 	logger.Print(summary(cfg))
-	sup := &shim.Supervisor{
-		Path:              cfg.program[0],
-		Args:              cfg.program,
-		StopSignal:        cfg.stopSignal,
-		Grace:             grace,
-		CleanupGrace:      cfg.cleanupGrace,
-		ParentDeathSignal: cfg.deathSignal,
-		Log:               logger,
-		Debug:             debugLog,
-	}
+	sup.Log, sup.Debug = logger, debugLog
+	// Forwarding goes on while the backend drains (its callbacks need it)
+	// and stops once it has exited, before leftovers are cleaned up.
+	sup.Exited = func(int) { closeProxies() }
 	status, err := sup.Run()
 	if err != nil {
 		return startFailed(logger, err)
@@ -133,22 +143,68 @@ type printer interface {
 	Printf(format string, args ...any)
 }
 
-// lineLogger writes each message as one line with the shim's prefix, in a
-// single write so lines from the forwarder and the supervisor never mix.
+// lineLogger writes each message as one line with the shim's prefix. It
+// never blocks its caller: lines go through a buffer to a writer goroutine,
+// and when stderr is not being read (a blocking log driver behind a slow
+// sink, a terminal paused with Ctrl-S) and the buffer is full, lines are
+// dropped and counted. A blocked log write must never hold up the
+// supervisor's turning SIGTERM into SIGINT, or its reaping.
 // (Not package log: its date formatting alone adds 25 KB to the binary.)
 type lineLogger struct {
-	mu sync.Mutex
-	w  io.Writer
+	w       io.Writer
+	mu      sync.Mutex // guards closed against a send on a closed channel
+	closed  bool
+	lines   chan string
+	dropped atomic.Int64
+	done    chan struct{}
+}
+
+func newLineLogger(w io.Writer) *lineLogger {
+	l := &lineLogger{w: w, lines: make(chan string, 1024), done: make(chan struct{})}
+	go l.write()
+	return l
 }
 
 func (l *lineLogger) Printf(format string, args ...any) {
 	msg := "convex-shim: " + strings.TrimSuffix(fmt.Sprintf(format, args...), "\n") + "\n"
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	io.WriteString(l.w, msg)
+	if l.closed {
+		return
+	}
+	select {
+	case l.lines <- msg:
+	default:
+		l.dropped.Add(1)
+	}
 }
 
 func (l *lineLogger) Print(v any) { l.Printf("%v", v) }
+
+func (l *lineLogger) write() {
+	defer close(l.done)
+	for msg := range l.lines {
+		if n := l.dropped.Swap(0); n > 0 {
+			fmt.Fprintf(l.w, "convex-shim: %d log lines dropped: stderr was not being read\n", n)
+		}
+		io.WriteString(l.w, msg)
+	}
+}
+
+// Close writes what is buffered, waiting at most timeout: the exit status
+// matters more than the last lines to a stderr nobody reads.
+func (l *lineLogger) Close(timeout time.Duration) {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.lines)
+	}
+	l.mu.Unlock()
+	select {
+	case <-l.done:
+	case <-time.After(timeout):
+	}
+}
 
 // isAddrMissing reports an address this machine does not have, such as
 // [::1] in a container without IPv6.
