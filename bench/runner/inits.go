@@ -26,7 +26,7 @@ type initProg struct {
 }
 
 func initProgs() []initProg {
-	return []initProg{
+	ps := []initProg{
 		{"tini", "/usr/bin/tini", []string{"--"}},
 		{"tini-static", "/usr/bin/tini-static", []string{"--"}},
 		{"dumb-init", "/usr/bin/dumb-init", []string{"--"}},
@@ -35,6 +35,14 @@ func initProgs() []initProg {
 		{"convex-shim", cfg.shim, []string{"--"}},
 		{"convex-shim --forward off", cfg.shim, []string{"--forward", "off", "--"}},
 	}
+	// Candidate builds to compare, NAME=PATH each; they run with the
+	// shipped defaults, like convex-shim.
+	for _, kv := range strings.Split(cfg.extraInits, ",") {
+		if name, path, ok := strings.Cut(kv, "="); ok {
+			ps = append(ps, initProg{name, path, []string{"--"}})
+		}
+	}
+	return ps
 }
 
 func (p initProg) argv(child ...string) []string {

@@ -40,6 +40,7 @@ var cfg struct {
 	loadProcs                 int
 	startRuns, sigRuns        int
 	only                      string
+	extraInits                string
 	command                   string
 }
 
@@ -65,6 +66,7 @@ func main() {
 	flag.IntVar(&cfg.startRuns, "start-runs", 100, "runs of INIT -- /bin/true per init and round")
 	flag.IntVar(&cfg.sigRuns, "sig-runs", 20, "SIGTERM latency runs per init and round")
 	flag.StringVar(&cfg.only, "only", "forward,probes,init", "parts to run")
+	flag.StringVar(&cfg.extraInits, "extra-inits", "", "more inits to compare, NAME=PATH,... (candidate convex-shim builds)")
 	flag.StringVar(&cfg.command, "command", "make bench", "the command to quote in the output")
 	flag.Parse()
 	if err := run(); err != nil {

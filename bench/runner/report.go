@@ -19,6 +19,7 @@ type machineInfo struct {
 	cores              int
 	cpu, kernel, mem   string
 	loadStart, loadEnd string
+	busyBefore         float64 // share of all cores busy in the 2 s before the run
 	goVersion          string
 	versions           []string // "name version"
 	elapsed            time.Duration
@@ -26,6 +27,7 @@ type machineInfo struct {
 
 func machine() *machineInfo {
 	m := &machineInfo{date: time.Now().UTC(), cores: runtime.NumCPU(), goVersion: runtime.Version(), loadStart: loadavg()}
+	m.busyBefore = busyShare(2 * time.Second)
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
@@ -54,6 +56,31 @@ func machine() *machineInfo {
 	return m
 }
 
+// busyShare samples /proc/stat over d: the share of all CPUs' time that
+// was not idle, other machine users included.
+func busyShare(d time.Duration) float64 {
+	read := func() (busy, total int64) {
+		b, _ := os.ReadFile("/proc/stat")
+		f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+		for i, v := range f[1:] {
+			var n int64
+			fmt.Sscan(v, &n)
+			total += n
+			if i != 3 && i != 4 { // idle, iowait
+				busy += n
+			}
+		}
+		return
+	}
+	b0, t0 := read()
+	time.Sleep(d)
+	b1, t1 := read()
+	if t1 == t0 {
+		return 0
+	}
+	return float64(b1-b0) / float64(t1-t0)
+}
+
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	f := strings.Fields(string(b))
@@ -64,7 +91,7 @@ func loadavg() string {
 }
 
 func (m *machineInfo) String() string {
-	return fmt.Sprintf("%d cores (%s), Linux %s, %s RAM, load average %s", m.cores, m.cpu, m.kernel, m.mem, m.loadStart)
+	return fmt.Sprintf("%d cores (%s), Linux %s, %s RAM, load average %s, CPU %.0f%% busy in the 2 s before", m.cores, m.cpu, m.kernel, m.mem, m.loadStart, 100*m.busyBefore)
 }
 
 // Statistics over rounds.
@@ -183,8 +210,8 @@ func report(m *machineInfo, fr *fwdResults, pr probeResults, ir *initResults) st
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
 	w("Latest run: %s, `%s`, %s in all (build included).\n\n", m.date.Format("2006-01-02 15:04 UTC"), cfg.command, m.elapsed.Round(time.Second))
-	w("- Machine: %d cores, %s; Linux %s; %s RAM. Load average (1, 5, 15 min) %s at the start, %s at the end.\n",
-		m.cores, m.cpu, m.kernel, m.mem, m.loadStart, m.loadEnd)
+	w("- Machine: %d cores, %s; Linux %s; %s RAM. Before the run: load average (1, 5, 15 min) %s, CPU %.0f%% busy over 2 s (other users of the machine); at the end (the bench's own load included): %s.\n",
+		m.cores, m.cpu, m.kernel, m.mem, m.loadStart, 100*m.busyBefore, m.loadEnd)
 	w("- Software: %s (static, as `make build` ships it); Debian's %s; %s.\n",
 		firstOr(m.versions, "convex-shim"), strings.Join(m.versions[min(1, len(m.versions)):], ", "), m.goVersion)
 	w("- Setup: a private network namespace (`unshare --net`, lo only); upstream `bench/upstream` (net/http) on 127.0.0.1:3210; "+
