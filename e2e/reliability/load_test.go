@@ -35,8 +35,8 @@ func (f shimFigures) String() string {
 
 // heldTarget is how many connections a held-connections test opens: want,
 // unless RLIMIT_NOFILE cannot cover perConn descriptors each, in which case
-// the most it can (make test) or a failure with the kernel's reason (make
-// soak, which must show the full figure).
+// the most it can: logged in make test, a failure with the kernel's reason
+// in make soak, which must show the full figure.
 func heldTarget(t *testing.T, perConn, want int) int {
 	t.Helper()
 	n := (int(nofileLimit) - 200) / perConn
@@ -46,9 +46,12 @@ func heldTarget(t *testing.T, perConn, want int) int {
 	n = n / 100 * 100
 	reason := fmt.Sprintf("RLIMIT_NOFILE is %d and each forwarded connection costs the process %d descriptors, so at most %d connections fit; %v", nofileLimit, perConn, n, nofileErr)
 	if soak {
-		t.Fatalf("cannot hold %d connections: %s", want, reason)
+		// The full figure is the point of make soak; go on with what fits,
+		// for the other figures, but fail.
+		t.Errorf("cannot hold %d connections: %s", want, reason)
+	} else {
+		t.Logf("NOTE: holding %d connections, not %d: %s", n, want, reason)
 	}
-	t.Logf("NOTE: holding %d connections, not %d: %s", n, want, reason)
 	return n
 }
 
@@ -233,13 +236,13 @@ func TestHeldConnectionsGoroutines(t *testing.T) {
 	t.Logf("closed: back to %d goroutines in %v", total, time.Since(t0).Round(time.Millisecond))
 }
 
-// 10 GB (make soak; 1 GB in make test) through the real binary's forwarder
+// 10 GB through the real binary's forwarder
 // over 4 streams, half each way at once: every byte is compared with what
 // the sender sent, and each end's CRC-32C of what it sent equals the other
 // end's of what it received.
 func TestBytesVerified(t *testing.T) {
 	const streams = 4
-	total := scale(int64(1e9), int64(10e9))
+	total := int64(10e9)
 	size := total / streams / 2 // per stream per direction
 	r := start(t, opts{pid1: true, env: []string{"REL_LISTEN=127.0.0.1:3210"}})
 	r.line("listening")

@@ -79,11 +79,19 @@ func TestMain(m *testing.M) {
 	}
 	binDir = dir
 	shimBin = filepath.Join(dir, "convex-shim")
-	build := exec.Command("go", "build", "-o", shimBin, "github.com/convex-shim/convex-shim/cmd/convex-shim")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build convex-shim: %v\n%s", err, out)
-		os.Exit(1)
+	if bin := os.Getenv("RELIABILITY_SHIM"); bin != "" {
+		// Another build, such as an older commit's, to see a test catch a bug.
+		if err := copyFile(bin, shimBin, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	} else {
+		build := exec.Command("go", "build", "-o", shimBin, "github.com/convex-shim/convex-shim/cmd/convex-shim")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build convex-shim: %v\n%s", err, out)
+			os.Exit(1)
+		}
 	}
 	helperBin = filepath.Join(dir, "helper")
 	if err := copyFile(os.Args[0], helperBin, 0o755); err != nil {
@@ -134,6 +142,7 @@ type shimRun struct {
 	status   int
 	exitedAt time.Time
 	gate     chan struct{} // closed by release when holdStderr
+	gone     chan struct{} // closed when the shim has exited (done: and its output is read)
 	stderrR  *os.File      // the read end of its stderr pipe
 }
 
@@ -268,7 +277,7 @@ func start(t *testing.T, o opts) *shimRun {
 		flags |= unix.CLONE_NEWNET
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
-	r := &shimRun{t: t, cmd: cmd, tag: tag, stdout: newLineLog(), stderr: newLineLog(), done: make(chan struct{})}
+	r := &shimRun{t: t, cmd: cmd, tag: tag, stdout: newLineLog(), stderr: newLineLog(), done: make(chan struct{}), gone: make(chan struct{})}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -300,6 +309,7 @@ func start(t *testing.T, o opts) *shimRun {
 		ps, _ := cmd.Process.Wait()
 		r.exitedAt = time.Now()
 		r.status = exitCodeOf(ps)
+		close(r.gone)
 		waited := make(chan struct{})
 		go func() { feeders.Wait(); close(waited) }()
 		// A process that outlives the shim (a test of exactly that) holds the
@@ -416,9 +426,11 @@ func (r *shimRun) waitLogCount(substr string, n int, d time.Duration) {
 	}
 }
 
+// exited reports whether the shim process has exited (its output may still
+// be being read).
 func (r *shimRun) exited() bool {
 	select {
-	case <-r.done:
+	case <-r.gone:
 		return true
 	default:
 		return false
@@ -685,7 +697,7 @@ func raiseNofile() {
 // a reproducer for each.
 func knownBug(t *testing.T, name, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf("KNOWN BUG %s: %s (reproducer: go test -tags reliability_bugs -run Bug ./e2e/reliability/)", name, fmt.Sprintf(format, args...))
+	msg := fmt.Sprintf("KNOWN BUG %s: %s (a failure with: go test -tags reliability_bugs -run '^%s$' ./e2e/reliability/)", name, fmt.Sprintf(format, args...), strings.Split(t.Name(), "/")[0])
 	if strictKnownBugs {
 		t.Error(msg)
 	} else {
