@@ -424,9 +424,9 @@ func TestBackendCrashAndLeftovers(t *testing.T) {
 // 1st and 2nd each send one SIGINT to the backend's pid (which may itself
 // coalesce them into one), the 3rd and later SIGKILL its process group (so
 // fast behind the SIGINTs that the backend may die before its handler sees
-// one), and if k < 3 the grace period does. The backend here ignores SIGINT, so only
-// SIGKILL ends it: exit 137, and its group (a Node-server kid) never sees
-// SIGINT or SIGTERM.
+// one), and if k < 3 the grace period does. The backend here ignores
+// SIGINT, so only SIGKILL ends it: exit 137, and its group (a Node-server
+// kid) never sees SIGINT or SIGTERM.
 func TestSIGTERMStorm(t *testing.T) {
 	const grace = 2 * time.Second
 	runs := scale(20, 200)
