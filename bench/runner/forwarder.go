@@ -345,7 +345,7 @@ func runForwarder() (*fwdResults, error) {
 		order := rotate(targets, round)
 		for _, c := range fcases {
 			for _, t := range order {
-				r, err := runCase(c, t)
+				r, err := again(func() (caseResult, error) { return runCase(c, t) })
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", c.label, t, err)
 				}
@@ -363,7 +363,7 @@ func runForwarder() (*fwdResults, error) {
 			}
 		}
 		for _, t := range rotate([]string{socat, shimT}, round) {
-			m, err := runMem(t)
+			m, err := again(func() (memResult, error) { return runMem(t) })
 			if err != nil {
 				return nil, fmt.Errorf("memory, %s: %w", t, err)
 			}

@@ -85,13 +85,13 @@ func runInits() (*initResults, error) {
 		// Start to child: INIT -- /bin/true, end to end, interleaved.
 		times := map[string][]float64{}
 		for range cfg.startRuns {
-			d, err := timeRun([]string{"/bin/true"})
+			d, err := again(func() (float64, error) { return timeRun([]string{"/bin/true"}) })
 			if err != nil {
 				return nil, err
 			}
 			times[""] = append(times[""], d)
 			for _, p := range order {
-				d, err := timeRun(p.argv("/bin/true"))
+				d, err := again(func() (float64, error) { return timeRun(p.argv("/bin/true")) })
 				if err != nil {
 					return nil, fmt.Errorf("%s -- /bin/true: %w", p.name, err)
 				}
@@ -106,7 +106,7 @@ func runInits() (*initResults, error) {
 
 		// Idle memory with a sleeping child.
 		for _, p := range order {
-			m, err := idleMem(p)
+			m, err := again(func() (mem, error) { return idleMem(p) })
 			if err != nil {
 				return nil, fmt.Errorf("%s idle memory: %w", p.name, err)
 			}
@@ -117,7 +117,12 @@ func runInits() (*initResults, error) {
 		lats := map[string][]float64{}
 		for range cfg.sigRuns {
 			for _, p := range order {
-				us, name, err := sigLatency(p)
+				var name string
+				us, err := again(func() (float64, error) {
+					us, n, err := sigLatency(p)
+					name = n
+					return us, err
+				})
 				if err != nil {
 					return nil, fmt.Errorf("%s SIGTERM: %w", p.name, err)
 				}
@@ -135,7 +140,7 @@ func runInits() (*initResults, error) {
 			if p.name == "convex-shim --forward off" {
 				continue // the same reaper as convex-shim
 			}
-			r, err := reapOrphans(p)
+			r, err := again(func() (reapResult, error) { return reapOrphans(p) })
 			if err != nil {
 				return nil, fmt.Errorf("%s orphans: %w", p.name, err)
 			}
@@ -192,8 +197,8 @@ func idleMem(p initProg) (mem, error) {
 		return mem{}, err
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	if !waitFor(3*time.Second, func() bool { return len(children(cmd.Process.Pid)) > 0 }) {
-		return mem{}, fmt.Errorf("no child after 3 s")
+	if !waitFor(10*time.Second, func() bool { return len(children(cmd.Process.Pid)) > 0 }) {
+		return mem{}, fmt.Errorf("no child after 10 s")
 	}
 	time.Sleep(300 * time.Millisecond)
 	return memOf(cmd.Process.Pid)

@@ -179,6 +179,20 @@ func (p *proc) stop() {
 	p.cmd.Wait()
 }
 
+// again runs f up to three times: a machine shared with other work can
+// fail a fork or a listen now and then. Each failure is reported.
+func again[T any](f func() (T, error)) (T, error) {
+	var err error
+	for try := 1; ; try++ {
+		var v T
+		if v, err = f(); err == nil || try == 3 {
+			return v, err
+		}
+		progress("failed (try %d of 3, trying again): %v", try, err)
+		time.Sleep(time.Second)
+	}
+}
+
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "[%6.1fs] %s\n", time.Since(began).Seconds(), fmt.Sprintf(format, args...))
 }
