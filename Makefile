@@ -20,7 +20,7 @@ help:
 	@echo "make bench   benchmarks vs direct, socat, tini & co into docs/benchmarks.md (root, ~10 min)"
 	@echo "make bench-deps  install what the benchmarks need (Debian, as root)"
 	@echo "make demo    the seed's failure, the fix and a graceful stop, on a stand-in backend"
-	@echo "make soak    e2e/reliability at full size: 1,000,000 connections, 10,000 held, storms (root, ~25 min)"
+	@echo "make soak    e2e/reliability at full size: 1,000,000 connections, 10,000 held, storms (root, ~17 min)"
 
 build:
 	$(GOBUILD) -o bin/convex-shim ./cmd/convex-shim
