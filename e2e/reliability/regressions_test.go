@@ -59,7 +59,8 @@ func TestLateSignalsKeepExitStatus(t *testing.T) {
 					args:    append([]string{"--forward", "off"}, v.args...),
 					program: []string{"/bin/busybox", "sh", "-c", `trap "" ` + v.trap + `; echo ready; sleep 0.05; exit 7`}})
 				r.line("ready")
-				for r.signal(v.sig) == nil {
+				// Until the shim is gone (bounded: 10 s, a million signals).
+				for end, i := time.Now().Add(10*time.Second), 0; i < 1e6 && time.Now().Before(end) && r.signal(v.sig) == nil; i++ {
 				}
 				code := r.wait(20 * time.Second)
 				codes[code]++
