@@ -105,7 +105,8 @@ type Supervisor struct {
 	Path string
 	// Args is argv, Args[0] included. If empty, Path alone is used.
 	Args []string
-	// Env is the program's environment. If nil, the shim's own is used.
+	// Env is the program's environment. If nil, the shim's own as it was
+	// given, see Environ.
 	Env []string
 	// StopSignal is sent to the backend on a stop request. If zero, SIGINT.
 	StopSignal unix.Signal
@@ -227,7 +228,7 @@ func (s *Supervisor) start() (int, error) {
 	}
 	env := s.Env
 	if env == nil {
-		env = os.Environ()
+		env = Environ()
 	}
 	path, err := LookPath(s.Path, env)
 	if err != nil {
@@ -249,6 +250,17 @@ func (s *Supervisor) start() (int, error) {
 	return pid, nil
 }
 
+// Environ returns the environment the shim was started with, exactly:
+// os.Environ drops the second of two entries with the same name, and the
+// backend must get what the platform gave, byte for byte.
+func Environ() []string {
+	b, err := os.ReadFile("/proc/self/environ")
+	if err != nil || len(b) == 0 {
+		return os.Environ()
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
 // LookPath resolves a program the way execvp would, with PATH taken from
 // env (the child's environment), and checks that it can be executed. Its
 // error is a *StartError, so bad input is reported before anything starts.
@@ -260,6 +272,7 @@ func LookPath(name string, env []string) (string, error) {
 	for _, kv := range env {
 		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
 			path = v
+			break // the first, as getenv(3) finds it
 		}
 	}
 	var firstErr error

@@ -88,7 +88,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	logger := newLineLogger(stderr)
 	defer logger.Close(time.Second)
 	// A missing program is reported before any port is bound.
-	if _, err := shim.LookPath(cfg.program[0], os.Environ()); err != nil {
+	if _, err := shim.LookPath(cfg.program[0], shim.Environ()); err != nil {
 		return startFailed(logger, err)
 	}
 	var debugLog printer

@@ -45,7 +45,10 @@ func routeOrigin(env, value string, backendPort int) originRoute {
 	if value == "" {
 		return originRoute{}
 	}
-	scheme, host, port, ok := splitOrigin(value)
+	// Only the redacted form is ever logged: an origin may carry a password.
+	raw := value
+	value = redactOrigin(raw)
+	scheme, host, port, ok := splitOrigin(raw)
 	if !ok {
 		return originRoute{notice: fmt.Sprintf("%s=%q is not a URL such as http://127.0.0.1; no forward derived from it (Node actions will fail to call back)", env, value)}
 	}
@@ -131,6 +134,30 @@ func splitOrigin(origin string) (scheme, host, port string, ok bool) {
 	return scheme, strings.ToLower(host), port, true
 }
 
+// redactOrigin hides user info ("user:password@") in an origin, so that a
+// notice that names the origin cannot leak a credential.
+func redactOrigin(origin string) string {
+	_, rest, found := strings.Cut(origin, "://")
+	if !found {
+		// Not URL-shaped, but with user info in it: say only how long it
+		// is. A plain mistake such as 127.0.0.1:8080 is shown as it is.
+		if strings.Contains(origin, "@") {
+			return fmt.Sprintf("<%d characters, not shown>", len(origin))
+		}
+		return origin
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndexByte(authority, '@')
+	if at < 0 {
+		return origin
+	}
+	prefix := origin[:len(origin)-len(rest)]
+	return prefix + "xxxxx@" + rest[at+1:]
+}
+
 // addOriginForwards adds the forwards the origins ask for to c.forwards,
 // keeping any forward already configured for the same listen address, and
 // records the notices to log at startup.
@@ -142,7 +169,7 @@ func addOriginForwards(c *config, getenv func(string) string) {
 		}
 		if !c.autoForward {
 			if len(r.forwards) > 0 && c.forwardIndex(r.forwards[0].listen) < 0 {
-				c.notices = append(c.notices, notice{fmt.Sprintf("%s=%s: Node callbacks to %s will be refused, since automatic forwards are off and no --forward listens there", o.env, getenv(o.env), r.forwards[0].listen), false})
+				c.notices = append(c.notices, notice{fmt.Sprintf("%s=%s: Node callbacks to %s will be refused, since automatic forwards are off and no --forward listens there", o.env, redactOrigin(getenv(o.env)), r.forwards[0].listen), false})
 			}
 			continue
 		}

@@ -182,3 +182,29 @@ func TestNoticesNeverNameSecrets(t *testing.T) {
 		}
 	}
 }
+
+// An origin may carry a password; no notice may show it.
+func TestOriginNoticesRedactCredentials(t *testing.T) {
+	for _, tc := range []struct{ value, want string }{
+		{"https://convex:S3CR3T@api.example.com/x", "https://xxxxx@api.example.com/x"},
+		{"http://u:S3CR3T@127.0.0.1:3211", "http://xxxxx@127.0.0.1:3211"},
+		{"https://api.example.com/a@b", "https://api.example.com/a@b"}, // @ in the path is no user info
+		{"postgres://u:S3CR3T@db", "postgres://xxxxx@db"},
+		{"u:S3CR3T@db", "<11 characters, not shown>"},
+	} {
+		if got := redactOrigin(tc.value); got != tc.want {
+			t.Errorf("redactOrigin(%q) = %q, want %q", tc.value, got, tc.want)
+		}
+		for _, port := range []int{apiPort, sitePort} {
+			if r := routeOrigin("CONVEX_CLOUD_ORIGIN", tc.value, port); strings.Contains(r.notice, "S3CR3T") {
+				t.Errorf("notice for %q shows the password: %q", tc.value, r.notice)
+			}
+		}
+	}
+	c, _ := parse([]string{"--auto-forward=false", "x"}, env("CONVEX_CLOUD_ORIGIN", "http://a:S3CR3T@127.0.0.1:8080"))
+	for _, n := range c.notices {
+		if strings.Contains(n.text, "S3CR3T") {
+			t.Errorf("notice shows the password: %q", n.text)
+		}
+	}
+}

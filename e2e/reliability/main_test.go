@@ -691,20 +691,6 @@ func raiseNofile() {
 	nofileLimit = rl.Cur
 }
 
-// knownBug reports a known shim bug that a test has just met: with the
-// reliability_bugs build tag it fails the test, without it it is logged,
-// so that make test stays green while the owner fixes it. bugs_test.go has
-// a reproducer for each.
-func knownBug(t *testing.T, name, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf("KNOWN BUG %s: %s (a failure with: go test -tags reliability_bugs -run '^%s$' ./e2e/reliability/)", name, fmt.Sprintf(format, args...), strings.Split(t.Name(), "/")[0])
-	if strictKnownBugs {
-		t.Error(msg)
-	} else {
-		t.Log(msg)
-	}
-}
-
 // release starts reading a held stderr.
 func (r *shimRun) release() {
 	if r.gate != nil {
