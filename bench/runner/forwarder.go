@@ -148,6 +148,7 @@ type caseResult struct {
 	loadCPU   float64 // the load generator's CPU seconds
 	upCPU     float64 // the upstream's CPU seconds
 	wall      float64 // seconds the load generator ran
+	others    float64 // share of all CPUs other processes used during the run
 	busy      mem     // max sampled during the window (keep-alive only)
 	afterBusy mem     // 0.5 s after the keep-alive load ended
 }
@@ -175,6 +176,7 @@ func runCase(c fcase, target string) (caseResult, error) {
 		cpu0 = f.cpu()
 	}
 	up0, _ := cpuTicks(upstreamPid, false)
+	busy0, total0 := cpuTotals()
 
 	// Sample memory three times inside the window: enough to see the
 	// peak, too few to steal CPU from the run.
@@ -207,6 +209,15 @@ func runCase(c fcase, target string) (caseResult, error) {
 	up1, _ := cpuTicks(upstreamPid, false)
 	r.load, r.busy = lr, busy
 	r.loadCPU, r.wall, r.upCPU = usage.cpu, usage.wall, float64(up1-up0)/clockTick
+	var fwdCPU float64
+	if f != nil {
+		fwdCPU = float64(f.cpu()-cpu0) / clockTick
+	}
+	busy1, total1 := cpuTotals()
+	if total1 > total0 {
+		ours := (r.loadCPU + r.upCPU + fwdCPU) * clockTick
+		r.others = max(0, (float64(busy1-busy0)-ours)/float64(total1-total0))
+	}
 	if f != nil {
 		f.drain()
 		r.cpu = float64(f.cpu()-cpu0) / clockTick
@@ -345,6 +356,7 @@ func runForwarder() (*fwdResults, error) {
 		order := rotate(targets, round)
 		for _, c := range fcases {
 			for _, t := range order {
+				waitQuiet()
 				r, err := again(func() (caseResult, error) { return runCase(c, t) })
 				if err != nil {
 					return nil, fmt.Errorf("%s, %s: %w", c.label, t, err)
@@ -363,6 +375,7 @@ func runForwarder() (*fwdResults, error) {
 			}
 		}
 		for _, t := range rotate([]string{socat, shimT}, round) {
+			waitQuiet()
 			m, err := again(func() (memResult, error) { return runMem(t) })
 			if err != nil {
 				return nil, fmt.Errorf("memory, %s: %w", t, err)
@@ -395,6 +408,9 @@ func brief(c fcase, r caseResult) string {
 	}
 	if r.busy.rss > 0 {
 		s += ", busy RSS " + mib(r.busy.rss)
+	}
+	if r.others >= 0.05 {
+		s += fmt.Sprintf(" [other work took %.0f%% of the CPU]", 100*r.others)
 	}
 	return s
 }

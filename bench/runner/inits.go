@@ -83,6 +83,7 @@ func runInits() (*initResults, error) {
 		order := rotateProgs(res.progs, round)
 
 		// Start to child: INIT -- /bin/true, end to end, interleaved.
+		waitQuiet()
 		times := map[string][]float64{}
 		for range cfg.startRuns {
 			d, err := again(func() (float64, error) { return timeRun([]string{"/bin/true"}) })
@@ -114,6 +115,7 @@ func runInits() (*initResults, error) {
 		}
 
 		// SIGTERM to the child's stop signal, interleaved.
+		waitQuiet()
 		lats := map[string][]float64{}
 		for range cfg.sigRuns {
 			for _, p := range order {
@@ -140,6 +142,7 @@ func runInits() (*initResults, error) {
 			if p.name == "convex-shim --forward off" {
 				continue // the same reaper as convex-shim
 			}
+			waitQuiet()
 			r, err := again(func() (reapResult, error) { return reapOrphans(p) })
 			if err != nil {
 				return nil, fmt.Errorf("%s orphans: %w", p.name, err)

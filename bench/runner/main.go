@@ -41,6 +41,7 @@ var cfg struct {
 	startRuns, sigRuns        int
 	only                      string
 	extraInits                string
+	quietWait                 time.Duration
 	command                   string
 }
 
@@ -66,6 +67,7 @@ func main() {
 	flag.IntVar(&cfg.startRuns, "start-runs", 100, "runs of INIT -- /bin/true per init and round")
 	flag.IntVar(&cfg.sigRuns, "sig-runs", 20, "SIGTERM latency runs per init and round")
 	flag.StringVar(&cfg.only, "only", "forward,probes,init", "parts to run")
+	flag.DurationVar(&cfg.quietWait, "quiet-wait", 60*time.Second, "before each case, wait at most this long for other work on the machine to calm down")
 	flag.StringVar(&cfg.extraInits, "extra-inits", "", "more inits to compare, NAME=PATH,... (candidate convex-shim builds)")
 	flag.StringVar(&cfg.command, "command", "make bench", "the command to quote in the output")
 	flag.Parse()

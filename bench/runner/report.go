@@ -56,29 +56,53 @@ func machine() *machineInfo {
 	return m
 }
 
+// cpuTotals reads the first line of /proc/stat: clock ticks all CPUs
+// spent busy, and in all.
+func cpuTotals() (busy, total int64) {
+	b, _ := os.ReadFile("/proc/stat")
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+	for i, v := range f[1:] {
+		var n int64
+		fmt.Sscan(v, &n)
+		total += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return
+}
+
 // busyShare samples /proc/stat over d: the share of all CPUs' time that
 // was not idle, other machine users included.
 func busyShare(d time.Duration) float64 {
-	read := func() (busy, total int64) {
-		b, _ := os.ReadFile("/proc/stat")
-		f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
-		for i, v := range f[1:] {
-			var n int64
-			fmt.Sscan(v, &n)
-			total += n
-			if i != 3 && i != 4 { // idle, iowait
-				busy += n
-			}
-		}
-		return
-	}
-	b0, t0 := read()
+	b0, t0 := cpuTotals()
 	time.Sleep(d)
-	b1, t1 := read()
+	b1, t1 := cpuTotals()
 	if t1 == t0 {
 		return 0
 	}
 	return float64(b1-b0) / float64(t1-t0)
+}
+
+// waitQuiet waits, at most cfg.quietWait, until other work on the machine
+// uses under 15% of the CPU (sampled over 300 ms), so that a case does not
+// start in the middle of someone else's burst. It reports the waits.
+func waitQuiet() {
+	deadline := time.Now().Add(cfg.quietWait)
+	for i := 0; ; i++ {
+		b := busyShare(300 * time.Millisecond)
+		if b < 0.15 {
+			return
+		}
+		if time.Now().After(deadline) {
+			progress("the machine is still %.0f%% busy with other work after %v; going on", 100*b, cfg.quietWait)
+			return
+		}
+		if i == 0 {
+			progress("the machine is %.0f%% busy with other work; waiting (at most %v)", 100*b, cfg.quietWait)
+		}
+		time.Sleep(700 * time.Millisecond)
+	}
 }
 
 func loadavg() string {
@@ -217,9 +241,23 @@ func report(m *machineInfo, fr *fwdResults, pr probeResults, ir *initResults) st
 	w("- Setup: a private network namespace (`unshare --net`, lo only); upstream `bench/upstream` (net/http) on 127.0.0.1:3210; "+
 		"forwarders on port 80; load from `bench/load` with GOMAXPROCS=%d; nothing pinned to cores. "+
 		"Each forwarder case: %v warm-up + %v measured, a fresh forwarder process, %d rounds, targets round-robin in a rotated order. "+
-		"Cells: median of the rounds (min–max); ratios are taken within each round.\n\n",
+		"Cells: median of the rounds (min–max); ratios are taken within each round.\n",
 		cfg.loadProcs, cfg.warmup, cfg.dur, cfg.rounds)
 
+	if fr != nil {
+		var others []float64
+		for _, byTarget := range fr.cases {
+			for _, rs := range byTarget {
+				for _, r := range rs {
+					others = append(others, 100*r.others)
+				}
+			}
+		}
+		w("- Noise: before each case the runner waits (at most %v) until other work uses under 15%% of the CPU. "+
+			"During the forwarder cases other processes took a median %.0f%% and at most %.0f%% of the machine's CPU (from /proc/stat, less the bench's own three processes).\n",
+			cfg.quietWait, median(others), slices.Max(others))
+	}
+	b.WriteString("\n")
 	var verdicts []verdict
 	if fr != nil {
 		verdicts = append(verdicts, forwarderVerdicts(fr)...)
