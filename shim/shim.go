@@ -451,13 +451,16 @@ func (l *loop) cleanup() {
 	if grace <= 0 {
 		grace = DefaultCleanupGrace
 	}
-	sig := unix.SIGTERM
-	l.signalLeftovers(sig)
+	// Each leftover gets each signal once: a program may take a second
+	// SIGTERM as "force quit" and lose its graceful path.
+	sig, signalled := unix.SIGTERM, map[int]bool{}
+	l.signalLeftovers(sig, signalled, true)
 	deadline := time.After(grace)
 	for l.reap() {
 		select {
 		case <-l.chld:
-			l.signalLeftovers(sig)
+			// Processes whose parent just died were adopted: find them.
+			l.signalLeftovers(sig, signalled, false)
 		case <-l.sigs:
 			// The backend is gone; stop requests have nothing left to do.
 		case <-deadline:
@@ -467,76 +470,90 @@ func (l *loop) cleanup() {
 				logf(l.Log, "leftover processes survived SIGKILL for %v; exiting without them", grace)
 				return
 			}
-			sig, deadline = unix.SIGKILL, time.After(grace)
+			sig, signalled, deadline = unix.SIGKILL, map[int]bool{}, time.After(grace)
 			logf(l.Log, "leftover processes still running %v after the backend exited; sending SIGKILL", grace)
-			l.signalLeftovers(sig)
+			l.signalLeftovers(sig, signalled, true)
 		}
 	}
 }
 
-// signalLeftovers sends sig to the backend's process group and to every
-// child of the shim. As PID 1 that is simply every process in the
-// namespace but ourselves.
-func (l *loop) signalLeftovers(sig unix.Signal) {
-	if os.Getpid() == 1 {
-		l.kill(-1, sig)
-		return
-	}
-	l.kill(-l.pid, sig)
-	kids, err := children(os.Getpid())
+// signalLeftovers sends sig, once each, to what is left of the backend's
+// process group and to every process the shim has adopted. Where /proc
+// cannot show them (it belongs to another PID namespace, or is missing), it
+// falls back, on entering a phase only, to the process group, or as PID 1 to
+// every process in the namespace.
+func (l *loop) signalLeftovers(sig unix.Signal, signalled map[int]bool, entering bool) {
+	pids, err := leftovers(os.Getpid(), l.pid)
 	if isOutOfFiles(err) && l.spare != nil {
 		l.spare.Close()
 		l.spare = nil
-		kids, err = children(os.Getpid())
+		pids, err = leftovers(os.Getpid(), l.pid)
 	}
 	if err != nil {
-		logf(l.Log, "cannot list leftover processes: %v", err)
+		if entering {
+			logf(l.Debug, "cannot list leftover processes (%v); signalling the group, or as PID 1 everyone", err)
+			if os.Getpid() == 1 {
+				l.kill(-1, sig) // the group included
+			} else {
+				l.kill(-l.pid, sig)
+			}
+		}
+		return
 	}
-	for _, pid := range kids {
-		logf(l.Debug, "sending %s to leftover pid %d", sigName(sig), pid)
-		l.kill(pid, sig)
+	for _, pid := range pids {
+		if !signalled[pid] {
+			signalled[pid] = true
+			logf(l.Debug, "sending %s to leftover pid %d", sigName(sig), pid)
+			l.kill(pid, sig)
+		}
 	}
 }
 
-// children lists the pids whose parent is ppid, from /proc. The kernel's
-// /proc/PID/task/TID/children is not always built in.
-func children(ppid int) ([]int, error) {
+// leftovers lists, from /proc, the live processes whose parent is self or
+// whose process group is pgid. The kernel's /proc/PID/task/TID/children is
+// not always built in.
+func leftovers(self, pgid int) ([]int, error) {
+	// /proc/self names us only if this /proc is our PID namespace's; a
+	// test's fresh namespace often still sees the host's.
+	if me, err := os.Readlink("/proc/self"); err != nil || me != strconv.Itoa(self) {
+		return nil, fmt.Errorf("list leftovers: /proc is not this PID namespace's (%v)", err)
+	}
 	dir, err := os.Open("/proc")
 	if err != nil {
-		return nil, fmt.Errorf("list children: %w", err)
+		return nil, fmt.Errorf("list leftovers: %w", err)
 	}
 	defer dir.Close()
 	names, err := dir.Readdirnames(-1)
 	if err != nil {
-		return nil, fmt.Errorf("list children: %w", err)
+		return nil, fmt.Errorf("list leftovers: %w", err)
 	}
+	parent, group := strconv.Itoa(self), strconv.Itoa(pgid)
 	var out []int
-	var firstErr error
 	for _, name := range names {
 		pid, err := strconv.Atoi(name)
-		if err != nil {
+		if err != nil || pid == self {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + name + "/stat")
+		if isOutOfFiles(err) {
+			return nil, fmt.Errorf("list leftovers: %w", err)
+		}
 		if err != nil {
-			if isOutOfFiles(err) && firstErr == nil {
-				firstErr = fmt.Errorf("list children: %w", err)
-			}
 			continue // gone meanwhile
 		}
 		// The command name in parentheses may contain anything; the fields
-		// after the last ')' are state and ppid.
+		// after the last ')' are state, ppid and pgrp.
 		s := string(b)
 		i := strings.LastIndexByte(s, ')')
 		if i < 0 {
 			continue
 		}
 		f := strings.Fields(s[i+1:])
-		if len(f) >= 2 && f[0] != "Z" && f[1] == strconv.Itoa(ppid) {
+		if len(f) >= 3 && f[0] != "Z" && (f[1] == parent || f[2] == group) {
 			out = append(out, pid)
 		}
 	}
-	return out, firstErr
+	return out, nil
 }
 
 func isOutOfFiles(err error) bool {

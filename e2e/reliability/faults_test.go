@@ -398,8 +398,9 @@ func TestBackendCrashAndLeftovers(t *testing.T) {
 					}
 					if k != victim {
 						n := r.countLines(fmt.Sprintf("kid %s pid=%d got SIGTERM", k.kind, k.pid))
-						if n == 0 {
-							t.Errorf("%s kid pid %d got no SIGTERM before the SIGKILL", k.kind, k.pid)
+						if n != 1 {
+							// Once: a second SIGTERM is "force quit" to many programs.
+							t.Errorf("%s kid pid %d got %d SIGTERMs before the SIGKILL, want exactly 1", k.kind, k.pid, n)
 						}
 						terms = append(terms, fmt.Sprintf("%s:%d", k.kind, n))
 					}
