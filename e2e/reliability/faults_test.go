@@ -272,11 +272,10 @@ func backendPidHost(t *testing.T, r *shimRun, nsPid int) int {
 
 // kid is one process of the backend's tree, as it reported itself.
 type kid struct {
-	kind            string
-	pid, pgid, sid  int // as seen in the shim's PID namespace
-	host            int // host pid
-	start           string
-	sigterm, killed bool
+	kind           string
+	pid, pgid, sid int // as seen in the shim's PID namespace
+	host           int // host pid
+	start          string
 }
 
 func waitKids(t *testing.T, r *shimRun, pid1 bool, kinds []string) []*kid {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,16 +29,13 @@ import (
 // in 10 of each kind.
 func TestLateSignalsKeepExitStatus(t *testing.T) {
 	runs := scale(40, 200)
-	stop := make(chan struct{})
-	defer close(stop)
+	// Keep every CPU busy, so the shim is preempted in the window between
+	// Run's return and its exit.
+	var stop atomic.Bool
+	defer stop.Store(true)
 	for range 2 * runtime.NumCPU() {
 		go func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for spins := 0; !stop.Load(); spins++ {
 			}
 		}()
 	}
