@@ -184,10 +184,14 @@ func (l *lineLogger) Print(v any) { l.Printf("%v", v) }
 func (l *lineLogger) write() {
 	defer close(l.done)
 	for msg := range l.lines {
-		if n := l.dropped.Swap(0); n > 0 {
-			fmt.Fprintf(l.w, "convex-shim: %d log lines dropped: stderr was not being read\n", n)
-		}
 		io.WriteString(l.w, msg)
+		// Lines are dropped only while the buffer is full, after the ones
+		// still in it: say so once those are out.
+		if len(l.lines) == 0 {
+			if n := l.dropped.Swap(0); n > 0 {
+				fmt.Fprintf(l.w, "convex-shim: %d log lines dropped: stderr was not being read\n", n)
+			}
+		}
 	}
 }
 
