@@ -103,6 +103,9 @@ func routeOrigin(env, value string, backendPort int) originRoute {
 // Path, query, fragment and user info do not matter. (Not net/url: it is
 // 10 KB of binary for these few lines.)
 func splitOrigin(origin string) (scheme, host, port string, ok bool) {
+	if strings.IndexFunc(origin, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return "", "", "", false // spaces and control characters: a pasting accident
+	}
 	scheme, rest, found := strings.Cut(origin, "://")
 	scheme = strings.ToLower(scheme)
 	if !found || (scheme != "http" && scheme != "https") {
@@ -137,6 +140,15 @@ func splitOrigin(origin string) (scheme, host, port string, ok bool) {
 // redactOrigin hides user info ("user:password@") in an origin, so that a
 // notice that names the origin cannot leak a credential.
 func redactOrigin(origin string) string {
+	if strings.IndexFunc(origin, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0 {
+		// A log line must stay one line, whatever the variable holds.
+		return strconv.Quote(redactOrigin(strings.Map(func(r rune) rune {
+			if r < ' ' || r == 0x7f {
+				return ' '
+			}
+			return r
+		}, origin)))
+	}
 	_, rest, found := strings.Cut(origin, "://")
 	if !found {
 		// Not URL-shaped, but with user info in it: say only how long it
