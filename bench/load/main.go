@@ -26,12 +26,14 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
@@ -112,6 +114,10 @@ func main() {
 	if *conc < 1 {
 		fatal(errors.New("-c must be at least 1"))
 	}
+	var err error
+	if target, err = netip.ParseAddrPort(*addr); err != nil {
+		fatal(fmt.Errorf("-addr: want IP:port: %w", err))
+	}
 	var run func(*worker, net.Conn, time.Time, time.Time)
 	switch *mode {
 	case "conn":
@@ -139,7 +145,7 @@ func main() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				c, err := net.DialTimeout("tcp", *addr, *timeout)
+				c, err := dial(time.Now().Add(*timeout))
 				if err != nil {
 					ws[i].fail(fmt.Errorf("setup: %w", err))
 					return
@@ -212,9 +218,18 @@ func connWorker(w *worker, _ net.Conn, warmEnd, end time.Time) {
 	}
 }
 
+// target is -addr parsed once: dialing an IP:port needs no resolver.
+var target netip.AddrPort
+
+// dial connects to target without TCP keep-alive (Go's default would cost
+// four setsockopt calls per connection, and loopback needs no probes).
+func dial(deadline time.Time) (*net.TCPConn, error) {
+	d := net.Dialer{Deadline: deadline, KeepAlive: -1}
+	return d.DialTCP(context.Background(), "tcp", netip.AddrPort{}, target)
+}
+
 func connRequest(buf []byte, deadline time.Time) error {
-	d := net.Dialer{Deadline: deadline}
-	c, err := d.Dial("tcp", *addr)
+	c, err := dial(deadline)
 	if err != nil {
 		return err
 	}
@@ -297,12 +312,11 @@ func keepaliveWorker(w *worker, c net.Conn, warmEnd, end time.Time) {
 		}
 		var err error
 		if c == nil {
-			c, err = net.DialTimeout("tcp", *addr, *timeout)
-			if err == nil {
+			var tc *net.TCPConn
+			if tc, err = dial(time.Now().Add(*timeout)); err == nil {
+				c = tc
 				c.SetDeadline(end.Add(*timeout))
 				br = bufio.NewReaderSize(c, 16<<10)
-			} else {
-				c = nil
 			}
 		}
 		if err == nil {
@@ -384,7 +398,7 @@ func hold() {
 	var conns []net.Conn
 	r := result{Mode: "hold", Conc: *conc, GOMAXPROCS: runtime.GOMAXPROCS(0)}
 	for range *conc {
-		c, err := net.DialTimeout("tcp", *addr, *timeout)
+		c, err := dial(time.Now().Add(*timeout))
 		if err == nil {
 			c.SetDeadline(time.Now().Add(*timeout))
 			if _, err = c.Write(keepReq); err == nil {

@@ -305,10 +305,11 @@ func runMem(target string) (memResult, error) {
 type fwdResults struct {
 	cases map[string]map[string][]caseResult
 	mem   map[string][]memResult
-	wrk   map[string][]float64
+	wrk   map[string]map[string][]float64
 }
 
-// wrkCases cross-check bench/load: wrk on the same direct cases.
+// wrkCases cross-check bench/load: Debian's wrk, a C load generator that
+// needs less CPU per connection, on the same cases and targets.
 type wrkCase struct{ key, label string }
 
 var wrkCases = []wrkCase{
@@ -316,16 +317,24 @@ var wrkCases = []wrkCase{
 	{"ka64", "keep-alive, c=64"},
 }
 
-// runWrk runs Debian's wrk (2 threads, as bench/load gets 2 Ps) direct
-// against the upstream for the measured time in whole seconds (wrk takes
-// no fractions and has no warm-up) and returns its requests per second.
-func runWrk(key string) (float64, error) {
+// runWrk runs Debian's wrk (2 threads, as bench/load gets 2 Ps) against
+// target, through a fresh forwarder like runCase, for the measured time in
+// whole seconds (wrk takes no fractions and has no warm-up) and returns its
+// requests per second.
+func runWrk(key, target string) (float64, error) {
+	if target != direct {
+		f, err := startFwd(target)
+		if err != nil {
+			return 0, err
+		}
+		defer f.stop()
+	}
 	secs := int(math.Ceil(cfg.dur.Seconds()))
 	args := []string{"-t2", "-c64", "-d", strconv.Itoa(secs) + "s"}
 	if key == "conn64" {
 		args = append(args, "-H", "Connection: close")
 	}
-	args = append(args, "http://"+upstreamAddr+"/version")
+	args = append(args, "http://"+addrOf(target)+"/version")
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.warmup+cfg.dur+30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "wrk", args...)
@@ -347,10 +356,13 @@ func runWrk(key string) (float64, error) {
 
 // runForwarder runs every case against every target, round-robin within
 // each case, the order rotated each round so no target always goes first.
+// The wrk cross-checks run right after bench/load's run of the same case
+// and target.
 func runForwarder() (*fwdResults, error) {
-	res := &fwdResults{cases: map[string]map[string][]caseResult{}, mem: map[string][]memResult{}, wrk: map[string][]float64{}}
+	res := &fwdResults{cases: map[string]map[string][]caseResult{}, mem: map[string][]memResult{}, wrk: map[string]map[string][]float64{}}
 	for _, c := range fcases {
 		res.cases[c.key] = map[string][]caseResult{}
+		res.wrk[c.key] = map[string][]float64{}
 	}
 	for round := range cfg.rounds {
 		order := rotate(targets, round)
@@ -363,14 +375,13 @@ func runForwarder() (*fwdResults, error) {
 				}
 				res.cases[c.key][t] = append(res.cases[c.key][t], r)
 				progress("round %d  %-34s %-12s %s", round+1, c.label, t, brief(c, r))
-				if t == direct && slices.ContainsFunc(wrkCases, func(w wrkCase) bool { return w.key == c.key }) {
-					// Right after bench/load's direct run, on the same machine state.
-					rps, err := runWrk(c.key)
+				if slices.ContainsFunc(wrkCases, func(w wrkCase) bool { return w.key == c.key }) {
+					rps, err := again(func() (float64, error) { return runWrk(c.key, t) })
 					if err != nil {
 						return nil, err
 					}
-					res.wrk[c.key] = append(res.wrk[c.key], rps)
-					progress("round %d  %-34s %-12s %.0f req/s (cross-check of bench/load)", round+1, c.label, "direct, wrk", rps)
+					res.wrk[c.key][t] = append(res.wrk[c.key][t], rps)
+					progress("round %d  %-34s %-12s %.0f req/s with wrk -t2 (cross-check)", round+1, c.label, t, rps)
 				}
 			}
 		}

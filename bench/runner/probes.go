@@ -73,23 +73,36 @@ func probeHalfClose(p probe, target string) string {
 
 const version = "unknown-bench-backend\n"
 
-// serveAt starts listening on the upstream address at the given time and
-// answers each request after delay with body, then closes the connection.
-// stop closes the listener and every connection.
+// serveAt listens on the upstream address at the given time (at once, before
+// it returns, if that time has come) and answers each request after delay
+// with body, then closes the connection. stop closes the listener and every
+// connection.
 func serveAt(at time.Time, delay time.Duration, body string) (stop func()) {
 	quit := make(chan struct{})
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		select {
-		case <-time.After(time.Until(at)):
-		case <-quit:
-			return
-		}
+	listen := func() net.Listener {
 		ln, err := net.Listen("tcp", upstreamAddr)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "probe upstream:", err)
-			return
+			return nil
+		}
+		return ln
+	}
+	var ln net.Listener
+	if !time.Now().Before(at) {
+		ln = listen()
+	}
+	go func() {
+		defer close(done)
+		if ln == nil {
+			select {
+			case <-time.After(time.Until(at)):
+			case <-quit:
+				return
+			}
+			if ln = listen(); ln == nil {
+				return
+			}
 		}
 		go func() { <-quit; ln.Close() }()
 		for {
