@@ -160,7 +160,7 @@ type lineLogger struct {
 }
 
 func newLineLogger(w io.Writer) *lineLogger {
-	l := &lineLogger{w: w, lines: make(chan string, 1024), done: make(chan struct{})}
+	l := &lineLogger{w: w, lines: make(chan string, 4096), done: make(chan struct{})}
 	go l.write()
 	return l
 }
@@ -183,8 +183,24 @@ func (l *lineLogger) Print(v any) { l.Printf("%v", v) }
 
 func (l *lineLogger) write() {
 	defer close(l.done)
+	var batch []byte
 	for msg := range l.lines {
-		io.WriteString(l.w, msg)
+		// Whatever else is waiting goes out in the same write: with -v a
+		// burst of reaps must not outrun stderr one syscall per line.
+		batch = append(batch[:0], msg...)
+	more:
+		for len(batch) < 64<<10 {
+			select {
+			case m, ok := <-l.lines:
+				if !ok {
+					break more
+				}
+				batch = append(batch, m...)
+			default:
+				break more
+			}
+		}
+		l.w.Write(batch)
 		// Lines are dropped only while the buffer is full, after the ones
 		// still in it: say so once those are out.
 		if len(l.lines) == 0 {
