@@ -163,3 +163,31 @@ func waitFor(limit time.Duration, cond func() bool) bool {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// ksoftirqd are the kernel threads that take over network receive work
+// when it piles up; on loopback that is the bench's own traffic.
+var ksoftirqd = func() []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/comm"); err == nil && strings.HasPrefix(string(b), "ksoftirqd/") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}()
+
+// softirqTicks is the CPU time of all ksoftirqd threads.
+func softirqTicks() int64 {
+	var t int64
+	for _, pid := range ksoftirqd {
+		if st, err := readStat(pid); err == nil {
+			t += st.utime + st.stime
+		}
+	}
+	return t
+}
