@@ -121,8 +121,6 @@ type Supervisor struct {
 	// shim is not PID 1; as PID 1 its death ends the namespace anyway. If
 	// zero, none.
 	ParentDeathSignal unix.Signal
-	// Started, if set, is called with the backend's pid once it runs.
-	Started func(pid int)
 	// Exited, if set, is called once the backend has exited, before its
 	// leftovers are cleaned up: the place to close forwarders, which free
 	// their descriptors for the cleanup's /proc scan.
@@ -131,7 +129,8 @@ type Supervisor struct {
 	// Either may be nil. A *log.Logger will do.
 	Log, Debug Logger
 
-	sigs, chld chan os.Signal // see Subscribe
+	sigs chan os.Signal // stop requests and signals to forward; see Subscribe
+	chld chan os.Signal // SIGCHLD only
 }
 
 // StartError is returned by Run when the program cannot be started.
@@ -185,12 +184,9 @@ func (s *Supervisor) Run() (int, error) {
 		spare.Close()
 		return 0, err
 	}
-	if s.Started != nil {
-		s.Started(pid)
-	}
 	logf(s.Debug, "started %s (pid %d)", s.Path, pid)
 
-	l := &loop{Supervisor: s, pid: pid, sigs: s.sigs, chld: s.chld, spare: spare}
+	l := &loop{Supervisor: s, pid: pid, spare: spare}
 	status := l.run()
 	l.spare.Close() // nil-safe: an *os.File method
 	return status, nil
@@ -337,10 +333,8 @@ func ExitStatus(ws unix.WaitStatus) int {
 type loop struct {
 	*Supervisor
 	pid   int
-	sigs  chan os.Signal // stop requests and signals to forward
-	chld  chan os.Signal // SIGCHLD only
-	spare *os.File       // a descriptor to give up when /proc cannot be read
-	stops int            // stop requests so far
+	spare *os.File // a descriptor to give up when /proc cannot be read
+	stops int      // stop requests so far
 
 	exited bool
 	status int
