@@ -516,8 +516,12 @@ func leftovers(self, pgid int) ([]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list leftovers: %w", err)
 	}
-	defer dir.Close()
 	names, err := dir.Readdirnames(-1)
+	// Closed before the stat files are read: out of descriptors, the spare
+	// given up is the only one, and it must serve the directory and then
+	// each stat file in turn (CI run of stop 8: with the directory still
+	// open, every stat read failed and an adopted daemon went unsignalled).
+	dir.Close()
 	if err != nil {
 		return nil, fmt.Errorf("list leftovers: %w", err)
 	}

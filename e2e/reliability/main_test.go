@@ -547,6 +547,26 @@ func fdCount(pid int) int {
 	return len(ents)
 }
 
+// lowestFreeFd is the descriptor number the process's next open would get.
+// RLIMIT_NOFILE bounds that number, not the count: with a hole below the
+// highest descriptor, a limit equal to the count still leaves one free.
+func lowestFreeFd(pid int) int {
+	names, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	used := map[int]bool{}
+	for _, e := range names {
+		n, _ := strconv.Atoi(e.Name())
+		used[n] = true
+	}
+	n := 0
+	for used[n] {
+		n++
+	}
+	return n
+}
+
 // statusField returns a field of /proc/pid/status ("Threads", "VmRSS").
 func statusField(pid int, name string) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
