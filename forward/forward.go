@@ -87,6 +87,10 @@ func (p *Proxy) Start() error {
 	// and Go's default costs setsockopt calls on every connection (17% of
 	// the forwarder's CPU per connection in make bench).
 	lc := net.ListenConfig{KeepAlive: -1}
+	// Nor Multipath TCP, which Go turns on for listeners since 1.24: it has
+	// no second path on loopback, and its probe costs two system calls at
+	// every start.
+	lc.SetMultipathTCP(false)
 	ln, err := lc.Listen(context.Background(), "tcp", p.Listen)
 	if err != nil {
 		return fmt.Errorf("forward: listen %s: %w%s", p.Listen, err, listenHint(err))

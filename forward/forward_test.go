@@ -376,3 +376,68 @@ func TestIsLoopback(t *testing.T) {
 		}
 	}
 }
+
+// The forwarder's sockets are plain TCP without keep-alive: Go's defaults
+// (Multipath TCP listeners since 1.24, keep-alive on every connection) cost
+// system calls per start and per connection and do nothing on loopback.
+func TestSocketOptions(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go echoServer(t, ln)
+	p := startProxy(t, ln.Addr().String(), 0)
+
+	sockopt := func(c syscall.Conn, level, opt int) int {
+		t.Helper()
+		rc, err := c.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		var serr error
+		if err := rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), level, opt) }); err != nil {
+			t.Fatal(err)
+		}
+		if serr != nil {
+			t.Fatalf("getsockopt(%d, %d): %v", level, opt, serr)
+		}
+		return v
+	}
+	p.mu.Lock()
+	l := p.ln.(*net.TCPListener)
+	p.mu.Unlock()
+	if got := sockopt(l, syscall.SOL_SOCKET, syscall.SO_PROTOCOL); got != syscall.IPPROTO_TCP {
+		t.Errorf("listener protocol %d, want IPPROTO_TCP (%d)", got, syscall.IPPROTO_TCP)
+	}
+
+	c, err := net.Dial("tcp", p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatal(err) // the echo came back: both legs exist
+	}
+	p.mu.Lock()
+	var conns []syscall.Conn
+	for pc := range p.conns {
+		conns = append(conns, pc.(*net.TCPConn))
+	}
+	p.mu.Unlock()
+	if len(conns) != 2 {
+		t.Fatalf("%d connections tracked, want 2 (client and upstream)", len(conns))
+	}
+	for i, pc := range conns {
+		if got := sockopt(pc, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); got != 0 {
+			t.Errorf("leg %d: SO_KEEPALIVE %d, want 0", i, got)
+		}
+		if got := sockopt(pc, syscall.SOL_SOCKET, syscall.SO_PROTOCOL); got != syscall.IPPROTO_TCP {
+			t.Errorf("leg %d: protocol %d, want IPPROTO_TCP", i, got)
+		}
+	}
+}

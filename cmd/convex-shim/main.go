@@ -72,6 +72,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	// Take stop requests from here on: a SIGTERM while the ports are being
 	// bound must not meet the Go runtime's default action (exit 2 as PID 1).
+	// The subscription completes while the ports are bound; see Subscribe.
 	sup := &shim.Supervisor{
 		Path:              cfg.program[0],
 		Args:              cfg.program,
@@ -88,7 +89,8 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	logger := newLineLogger(stderr)
 	defer logger.Close(time.Second)
 	// A missing program is reported before any port is bound.
-	if _, err := shim.LookPath(cfg.program[0], shim.Environ()); err != nil {
+	sup.Env = shim.Environ()
+	if _, err := shim.LookPath(cfg.program[0], sup.Env); err != nil {
 		return startFailed(logger, err)
 	}
 	var debugLog printer
