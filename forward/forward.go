@@ -286,9 +286,18 @@ func (p *Proxy) dial() (net.Conn, error) {
 	}
 
 	d := net.Dialer{KeepAlive: -1}
+	// An IP literal (every documented target) skips the resolver's
+	// address parsing and filtering on every dial.
+	ip, ipErr := netip.ParseAddrPort(p.Target)
 	backoff := 10 * time.Millisecond
 	for {
-		c, err := d.DialContext(ctx, "tcp", p.Target)
+		var c net.Conn
+		var err error
+		if ipErr == nil {
+			c, err = d.DialTCP(ctx, "tcp", netip.AddrPort{}, ip)
+		} else {
+			c, err = d.DialContext(ctx, "tcp", p.Target)
+		}
 		if err == nil {
 			return c, nil
 		}
