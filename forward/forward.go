@@ -25,8 +25,11 @@
 //     into a reset.
 //   - Bytes are copied exactly, both ways at once, with half-close: when one
 //     side finishes sending, the other side's write half is shut down and the
-//     reverse direction keeps flowing until it finishes too. On Linux the copy
-//     between two *net.TCPConn uses splice(2) and never enters user space.
+//     reverse direction keeps flowing until it finishes too. Between two
+//     *net.TCPConn, bulk goes through splice(2) and never enters user space;
+//     small bursts (a callback's request and response) are copied through a
+//     pooled buffer, the cheaper road for a few hundred bytes. An idle
+//     connection holds its two sockets and nothing else.
 //   - No idle or total timeout: Node actions may run 600 s and V8 actions
 //     1800 s, and only the backend knows when a call is over.
 //   - Close stops accepting, closes every open connection and waits for their
@@ -317,11 +320,14 @@ func (p *Proxy) dial() (net.Conn, error) {
 // proxyCopy copies src to dst until src reports end of stream, then shuts
 // down dst's write half so the peer sees the same end of stream while the
 // other direction keeps flowing. It is a named function so that it stands out
-// in goroutine dumps. Between two *net.TCPConn, ReadFrom splices in the kernel.
+// in goroutine dumps. Between two *net.TCPConn, copyStream splices bulk in
+// the kernel and holds nothing while the connection is idle.
 func proxyCopy(dst, src net.Conn) error {
 	var err error
-	if tc, ok := dst.(*net.TCPConn); ok {
-		_, err = tc.ReadFrom(src)
+	dtc, ok1 := dst.(*net.TCPConn)
+	stc, ok2 := src.(*net.TCPConn)
+	if ok1 && ok2 {
+		err = copyStream(dtc, stc)
 	} else {
 		_, err = io.Copy(dst, src)
 	}
