@@ -37,10 +37,7 @@ const (
 var bufPool = sync.Pool{New: func() any { b := make([]byte, smallBurst); return &b }}
 
 // A pipe is a splice pipe from pipePool, empty whenever it is in the pool.
-type pipe struct {
-	r, w    int
-	cleanup runtime.Cleanup
-}
+type pipe struct{ r, w int }
 
 var pipePool sync.Pool
 
@@ -56,18 +53,19 @@ func getPipe() *pipe {
 	p := &pipe{r: fds[0], w: fds[1]}
 	// The pool drops idle items at garbage collection; their descriptors
 	// must go with them.
-	p.cleanup = runtime.AddCleanup(p, func(fds [2]int) {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
-	}, fds)
+	runtime.SetFinalizer(p, (*pipe).close)
 	return p
 }
 
 // discard closes a pipe that may hold data; it must not go back to the pool.
 func (p *pipe) discard() {
-	// The cleanup would close the same numbers again, by then perhaps
+	// The finalizer would close the same numbers again, by then perhaps
 	// reused for something else.
-	p.cleanup.Stop()
+	runtime.SetFinalizer(p, nil)
+	p.close()
+}
+
+func (p *pipe) close() {
 	unix.Close(p.r)
 	unix.Close(p.w)
 }
