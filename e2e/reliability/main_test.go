@@ -56,7 +56,7 @@ func scale[T any](normal, soakValue T) T {
 }
 
 // wantNofile is the RLIMIT_NOFILE the tests ask for, for themselves and the
-// shims they start: 10,000 forwarded connections cost the shim 60,000
+// shims they start: 10,000 forwarded connections cost the shim 20,000
 // descriptors (see TestHeld10000Connections).
 const wantNofile = 1 << 20
 
