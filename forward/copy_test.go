@@ -63,14 +63,7 @@ func random(n int) []byte {
 // A keep-alive connection alternates small requests with bulk ones: every
 // switch between the buffer and the splice road keeps the bytes exact.
 func TestMixedBurstsExact(t *testing.T) {
-	up := listen(t)
-	echoServer(t, up)
-	p := startProxy(t, up.Addr().String(), 0)
-	c, err := net.Dial("tcp", p.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := echoProxy(t)
 	for i, n := range []int{1, 200, smallBurst - 1, smallBurst, smallBurst + 1, 3 << 20, 100, 5 << 20, 7, 64 << 10, 1} {
 		t.Run(fmt.Sprintf("%d/%d bytes", i, n), func(t *testing.T) { exchange(t, c, random(n)) })
 	}
@@ -83,18 +76,9 @@ func TestIdleConnectionsHoldNoPipes(t *testing.T) {
 	up := listen(t)
 	// An echo through a user-space buffer: the test counts this process's
 	// pipes, and io.Copy between TCP connections would take some too.
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 64<<10))
-			}()
-		}
-	}()
+	serve(up, func(c net.Conn) {
+		io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 64<<10))
+	})
 	p := startProxy(t, up.Addr().String(), 0)
 	before := pipeFds(t)
 
@@ -132,26 +116,17 @@ func TestBrokenBulkDoesNotLeakIntoTheNextConnection(t *testing.T) {
 	up := listen(t)
 	// The upstream sends 32 MiB of 'x' at once; the client resets after
 	// reading a little, while the forwarder has a pipe full of them.
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var first [1]byte
-				if _, err := c.Read(first[:]); err != nil {
-					return
-				}
-				if first[0] == 'x' {
-					c.Write(bytes.Repeat([]byte("x"), 32<<20))
-					return
-				}
-				io.Copy(c, io.MultiReader(bytes.NewReader(first[:]), c))
-			}()
+	serve(up, func(c net.Conn) {
+		var first [1]byte
+		if _, err := c.Read(first[:]); err != nil {
+			return
 		}
-	}()
+		if first[0] == 'x' {
+			c.Write(bytes.Repeat([]byte("x"), 32<<20))
+			return
+		}
+		io.Copy(c, io.MultiReader(bytes.NewReader(first[:]), c))
+	})
 	p := startProxy(t, up.Addr().String(), 0)
 
 	for range 5 {
@@ -197,14 +172,7 @@ func TestBrokenBulkDoesNotLeakIntoTheNextConnection(t *testing.T) {
 // Out of descriptors, a bulk stream cannot take a pipe: it goes on through
 // the buffer, exactly.
 func TestBulkWithoutPipes(t *testing.T) {
-	up := listen(t)
-	echoServer(t, up)
-	p := startProxy(t, up.Addr().String(), 0)
-	c, err := net.Dial("tcp", p.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := echoProxy(t)
 	exchange(t, c, random(100)) // both legs exist now
 
 	var refused atomic.Int64

@@ -26,9 +26,9 @@ func startProxy(t *testing.T, target string, retry time.Duration) *Proxy {
 	return p
 }
 
-// echoServer answers each connection by echoing until EOF, then closing.
-func echoServer(t *testing.T, ln net.Listener) {
-	t.Helper()
+// serve runs handle on each connection ln accepts, each in its own
+// goroutine, and closes the connection after; it stops when ln is closed.
+func serve(ln net.Listener, handle func(net.Conn)) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -37,10 +37,31 @@ func echoServer(t *testing.T, ln net.Listener) {
 			}
 			go func() {
 				defer c.Close()
-				io.Copy(c, c)
+				handle(c)
 			}()
 		}
 	}()
+}
+
+// echoServer answers each connection by echoing until EOF, then closing.
+func echoServer(t *testing.T, ln net.Listener) {
+	t.Helper()
+	serve(ln, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// echoProxy starts an echo upstream and a proxy in front of it, and returns
+// the proxy and a client connected through it.
+func echoProxy(t *testing.T) (*Proxy, net.Conn) {
+	t.Helper()
+	up := listen(t)
+	echoServer(t, up)
+	p := startProxy(t, up.Addr().String(), 0)
+	c, err := net.Dial("tcp", p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return p, c
 }
 
 func listen(t *testing.T) net.Listener {
@@ -66,15 +87,7 @@ func freeAddr(t *testing.T) string {
 }
 
 func TestRoundTripLargeExact(t *testing.T) {
-	up := listen(t)
-	echoServer(t, up)
-	p := startProxy(t, up.Addr().String(), 0)
-
-	c, err := net.Dial("tcp", p.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	_, c := echoProxy(t)
 	payload := make([]byte, 8<<20)
 	rand.Read(payload)
 	go func() {
