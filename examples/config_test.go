@@ -452,42 +452,7 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 
-	var dep struct {
-		Spec struct {
-			Replicas int
-			Strategy struct{ Type string }
-			Selector struct {
-				MatchLabels map[string]string `yaml:"matchLabels"`
-			}
-			Template struct {
-				Metadata struct{ Labels map[string]string }
-				Spec     struct {
-					TerminationGracePeriodSeconds int `yaml:"terminationGracePeriodSeconds"`
-					Containers                    []struct {
-						Name, Image string
-						Ports       []struct {
-							Name          string
-							ContainerPort int `yaml:"containerPort"`
-						}
-						Env          []struct{ Name, Value string }
-						VolumeMounts []struct {
-							Name      string
-							MountPath string `yaml:"mountPath"`
-						} `yaml:"volumeMounts"`
-						StartupProbe   *k8sProbe `yaml:"startupProbe"`
-						ReadinessProbe *k8sProbe `yaml:"readinessProbe"`
-						LivenessProbe  *k8sProbe `yaml:"livenessProbe"`
-					}
-					Volumes []struct {
-						Name                  string
-						PersistentVolumeClaim struct {
-							ClaimName string `yaml:"claimName"`
-						} `yaml:"persistentVolumeClaim"`
-					}
-				}
-			}
-		}
-	}
+	var dep k8sDeployment
 	var svc struct {
 		Spec struct {
 			Selector map[string]string
@@ -556,7 +521,7 @@ func TestKubernetesManifests(t *testing.T) {
 	for _, m := range c.VolumeMounts {
 		if m.MountPath == "/convex/data" {
 			for _, v := range spec.Volumes {
-				if v.Name == m.Name {
+				if v.Name == m.Name && v.PersistentVolumeClaim != nil {
 					claim = v.PersistentVolumeClaim.ClaimName
 				}
 			}
