@@ -74,7 +74,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	// bound must not meet the Go runtime's default action (exit 2 as PID 1).
 	// The subscription completes while the ports are bound; see Subscribe.
 	sup := &shim.Supervisor{
-		Path:              cfg.program[0],
 		Args:              cfg.program,
 		StopSignal:        cfg.stopSignal,
 		Grace:             cfg.grace,
@@ -88,12 +87,15 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 
 	logger := newLineLogger(stderr)
 	defer logger.Close(time.Second)
-	// A missing program is reported before any port is bound.
+	// A missing program is reported before any port is bound; Run then
+	// starts what was found, without searching PATH again.
 	sup.Env = shim.Environ()
-	if _, err := shim.LookPath(cfg.program[0], sup.Env); err != nil {
+	path, err := shim.LookPath(cfg.program[0], sup.Env)
+	if err != nil {
 		return startFailed(logger, err)
 	}
-	var debugLog printer
+	sup.Path = path
+	var debugLog shim.Logger
 	if cfg.verbose {
 		debugLog = logger
 	}
@@ -138,11 +140,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return startFailed(logger, err)
 	}
 	return status
-}
-
-// printer is forward.Logger and shim.Logger alike.
-type printer interface {
-	Printf(format string, args ...any)
 }
 
 // lineLogger writes each message as one line with the shim's prefix. It
@@ -234,13 +231,13 @@ func isAddrMissing(err error) bool {
 	return errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.ENETUNREACH)
 }
 
-func logf(l printer, format string, args ...any) {
+func logf(l shim.Logger, format string, args ...any) {
 	if l != nil {
 		l.Printf(format, args...)
 	}
 }
 
-func startFailed(logger printer, err error) int {
+func startFailed(logger shim.Logger, err error) int {
 	logger.Printf("%v", err)
 	if se := (*shim.StartError)(nil); errors.As(err, &se) {
 		return se.Code
