@@ -80,6 +80,9 @@ type Proxy struct {
 	ctx    context.Context // canceled by Close; stops accept backoff and dial retries
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// targetIP is Target parsed once, when it is an IP literal (every
+	// documented target): dialed past the resolver's parsing and filtering.
+	targetIP netip.AddrPort
 }
 
 // Start listens on p.Listen and serves in the background until Close.
@@ -217,6 +220,7 @@ func (p *Proxy) Close() error {
 func (p *Proxy) initLocked() {
 	if p.conns == nil {
 		p.conns = make(map[net.Conn]struct{})
+		p.targetIP, _ = netip.ParseAddrPort(p.Target)
 	}
 	if p.ctx == nil {
 		p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -289,15 +293,12 @@ func (p *Proxy) dial() (net.Conn, error) {
 	}
 
 	d := net.Dialer{KeepAlive: -1}
-	// An IP literal (every documented target) skips the resolver's
-	// address parsing and filtering on every dial.
-	ip, ipErr := netip.ParseAddrPort(p.Target)
 	backoff := 10 * time.Millisecond
 	for {
 		var c net.Conn
 		var err error
-		if ipErr == nil {
-			c, err = d.DialTCP(ctx, "tcp", netip.AddrPort{}, ip)
+		if p.targetIP.IsValid() {
+			c, err = d.DialTCP(ctx, "tcp", netip.AddrPort{}, p.targetIP)
 		} else {
 			c, err = d.DialContext(ctx, "tcp", p.Target)
 		}
