@@ -99,7 +99,6 @@ func copyStream(dst, src *net.TCPConn) error {
 		)
 		err := srcRaw.Read(func(fd uintptr) bool {
 			for {
-				p, buf = nil, nil
 				if bulk {
 					p = getPipe()
 				}
@@ -116,11 +115,7 @@ func copyStream(dst, src *net.TCPConn) error {
 				}
 				// Nothing read: hand back what was taken. On EAGAIN wait
 				// for the next burst holding nothing.
-				if p != nil {
-					pipePool.Put(p)
-				} else {
-					bufPool.Put(buf)
-				}
+				giveBack(p, buf)
 				p, buf = nil, nil // not ours any more, whatever happens next
 				if rerr == unix.EAGAIN {
 					return false
@@ -131,11 +126,7 @@ func copyStream(dst, src *net.TCPConn) error {
 			err = &net.OpError{Op: "read", Net: "tcp", Source: src.LocalAddr(), Addr: src.RemoteAddr(), Err: rerr}
 		}
 		if err != nil || n <= 0 {
-			if p != nil {
-				pipePool.Put(p)
-			} else if buf != nil {
-				bufPool.Put(buf)
-			}
+			giveBack(p, buf)
 			return err // n == 0: end of stream
 		}
 
@@ -146,15 +137,23 @@ func copyStream(dst, src *net.TCPConn) error {
 				return &net.OpError{Op: "write", Net: "tcp", Source: dst.LocalAddr(), Addr: dst.RemoteAddr(), Err: err}
 			}
 			pipePool.Put(p)
-			bulk = n >= smallBurst
 		} else {
 			_, err = dst.Write((*buf)[:n])
 			bufPool.Put(buf)
 			if err != nil {
 				return err
 			}
-			bulk = n == smallBurst
 		}
+		bulk = n >= smallBurst // a buffer filled, or a burst the size of one
+	}
+}
+
+// giveBack returns to its pool whichever of a pipe or a buffer a read took.
+func giveBack(p *pipe, buf *[]byte) {
+	if p != nil {
+		pipePool.Put(p)
+	} else if buf != nil {
+		bufPool.Put(buf)
 	}
 }
 
