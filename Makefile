@@ -17,10 +17,10 @@ help:
 	@echo "make image   Dockerfile.backend on BASE_IMAGE, with bin/convex-shim"
 	@echo "make release static binaries for linux/amd64 and linux/arm64 and SHA256SUMS in dist/"
 	@echo "make deps    install what the tests need (Debian, as root)"
-	@echo "make bench   benchmarks vs direct, socat, tini & co into docs/benchmarks.md (root, ~10 min)"
+	@echo "make bench   benchmarks vs direct, socat, tini & co into docs/benchmarks.md (root, ~6 min)"
 	@echo "make bench-deps  install what the benchmarks need (Debian, as root)"
 	@echo "make demo    the seed's failure, the fix and a graceful stop, on a stand-in backend"
-	@echo "make soak    e2e/reliability at full size: 1,000,000 connections, 10,000 held, storms (root, ~17 min)"
+	@echo "make soak    e2e/reliability at full size: 1,000,000 connections, 10,000 held, storms (root, ~11 min)"
 
 build:
 	$(GOBUILD) -o bin/convex-shim ./cmd/convex-shim
@@ -99,7 +99,7 @@ bench-deps:
 
 # The long runs of e2e/reliability (docs/reliability.md): the same tests as
 # make test at their full figures (1,000,000 short connections, 10,000 held
-# for a minute and every descriptor back after the garbage collector, 200
+# for a minute with every descriptor back after close, 200
 # storms of 1,000 SIGTERMs, 20,000-orphan floods). Not part of make test.
 .PHONY: soak
 soak: deps
