@@ -23,6 +23,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -43,20 +44,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ShimImage is the tag BuildShimImage gives Dockerfile.backend built on the stand-in.
-const ShimImage = "convex-backend-shim:test"
+// The image tags end in a digest of the checkout's path: two checkouts on one machine (a fresh
+// clone running .ci/run beside a working tree) build different code and must never run each
+// other's images under a shared tag.
+var (
+	// ShimImage is the tag BuildShimImage gives Dockerfile.backend built on the stand-in.
+	ShimImage = "convex-backend-shim:" + checkoutTag()
+	// ShimOnlyImage is the tag BuildShimOnlyImage gives the shim-only image (FROM scratch,
+	// the binary alone at /convex-shim).
+	ShimOnlyImage = "convex-shim-only:" + checkoutTag()
+	// StandinImage is the tag BuildStandin gives the stand-in; STANDIN_IMAGE overrides it.
+	StandinImage = func() string {
+		if v := os.Getenv("STANDIN_IMAGE"); v != "" {
+			return v
+		}
+		return "convex-standin:" + checkoutTag()
+	}()
+)
 
-// ShimOnlyImage is the tag BuildShimOnlyImage gives the shim-only image (FROM scratch, the
-// binary alone at /convex-shim).
-const ShimOnlyImage = "convex-shim-only:test"
-
-// StandinImage is the tag BuildStandin gives the stand-in; STANDIN_IMAGE overrides it.
-var StandinImage = func() string {
-	if v := os.Getenv("STANDIN_IMAGE"); v != "" {
-		return v
-	}
-	return "convex-standin:test"
-}()
+// checkoutTag is "test-" and 8 hex digits of the SHA-256 of RepoRoot.
+func checkoutTag() string {
+	sum := sha256.Sum256([]byte(RepoRoot()))
+	return "test-" + hex.EncodeToString(sum[:4])
+}
 
 // SignalLogPath is where the stand-in backend and its Node server record the signals they get.
 const SignalLogPath = "/convex/data/signals.log"
