@@ -542,6 +542,54 @@ func (c *Container) Logs(t testing.TB) string {
 	return out
 }
 
+// StopTimeline is a stop as the container recorded it: when the shim logged the stop request
+// it received, when (if ever) it logged SIGKILLing the backend's process group (the grace ran
+// out, or a third stop request; not the cleanup of leftovers), and when the container's process
+// exited (Docker's State.FinishedAt). Timing assertions use it, not how long the docker CLI
+// took: while other work loads the machine the daemon has been seen to deliver `docker stop`'s
+// SIGTERM 25 s after the call, which says nothing about the shim.
+type StopTimeline struct {
+	Received, Killed, Finished time.Time // Killed is zero if no SIGKILL was sent
+}
+
+// Took is the stop as the shim ran it: stop request received to the container's exit.
+func (s StopTimeline) Took() time.Duration { return s.Finished.Sub(s.Received) }
+
+// StopTimeline reads the container's timeline of its first stop request from Docker's log
+// timestamps and its exit time. The container must have exited.
+func (c *Container) StopTimeline(t testing.TB) StopTimeline {
+	t.Helper()
+	out, err := Docker("logs", "--timestamps", c.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s StopTimeline
+	for _, line := range strings.Split(out, "\n") {
+		stamp, text, _ := strings.Cut(line, " ")
+		at, err := time.Parse(time.RFC3339Nano, stamp)
+		if err != nil || !strings.HasPrefix(text, "convex-shim: ") {
+			continue
+		}
+		switch {
+		case s.Received.IsZero() && strings.HasPrefix(text, "convex-shim: received ") && strings.Contains(text, "(stop request 1)"):
+			s.Received = at
+		case s.Killed.IsZero() && strings.Contains(text, "sending SIGKILL to") && strings.Contains(text, "process group"):
+			s.Killed = at
+		}
+	}
+	finished, err := Inspect(c.Name, "{{.State.FinishedAt}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Finished, err = time.Parse(time.RFC3339Nano, finished); err != nil || s.Finished.Year() < 2000 {
+		t.Fatalf("container %s: State.FinishedAt %q: not exited", c.Name, finished)
+	}
+	if s.Received.IsZero() {
+		t.Fatalf("container %s: no \"convex-shim: received ... (stop request 1)\" line in its log:\n%s", c.Name, out)
+	}
+	return s
+}
+
 // Wait blocks until the container exits (at most Deadline) and returns its exit code.
 func (c *Container) Wait(t testing.TB) int {
 	t.Helper()
