@@ -284,29 +284,13 @@ child, forwards loopback ports to the backend so Node actions can call back,
 turns a stop request into the one SIGINT the backend drains on, reaps every
 orphan, and exits with the program's status.
 
-Flags (each has an environment twin; a flag beats its twin):
+Flags take one or two dashes; a flag beats its CONVEX_SHIM_* environment twin,
+and either beats the default:
 `)
 	for _, s := range settings {
-		name := "--" + s.name
-		if s.arg != "" {
-			name += " " + s.arg
-		}
-		if s.name == "verbose" {
-			name = "-v, " + name
-		}
-		fmt.Fprintf(&b, "  %s\n%s      env %s, default %s\n", name, wrap(s.usage, "      ", 78), s.env, s.def)
+		fmt.Fprintf(&b, "  %s\n%s      %s\n", s.synopsis(), wrap(s.usage, "      ", 78), s.twinAndDefault())
 	}
-	b.WriteString(`  --check
-      print the routing table and probe every forward end to end (GET
-      /version through its listen address); exit 0 if all answer, 1 if not.
-      Reads the same flags and environment as a normal start, so use it as a
-      Docker HEALTHCHECK or Kubernetes exec probe; no program is needed
-  --install DIR
-      copy this binary to DIR/convex-shim and exit: how the shim-only image
-      (FROM scratch) puts it on a volume shared with a stock backend container
-  -h, --help       print this help
-  --version        print the version
-
+	b.WriteString(`
 Durations are Go durations (8s, 1m30s) or whole seconds.
 Signals: SIGINT, INT or a number. Booleans: true/false, 1/0.
 
