@@ -386,14 +386,16 @@ func parseSignalAny(v string) (unix.Signal, error) {
 }
 
 // synopsis is how --help and the documents spell the flag: "-v, --verbose",
-// "--grace DURATION", "--forward LISTEN=TARGET (repeatable)".
-func (s setting) synopsis() string {
-	name := "--" + s.name
-	if s.short != "" {
-		name = "-" + s.short + ", " + name
-	}
+// "--grace DURATION", "--forward LISTEN=TARGET (repeatable)"; q quotes each
+// spelling (Markdown's "`" in the README).
+func (s setting) synopsis(q string) string {
+	name := q + "--" + s.name
 	if s.arg != "" {
 		name += " " + s.arg
+	}
+	name += q
+	if s.short != "" {
+		name = q + "-" + s.short + q + ", " + name
 	}
 	if s.kind == listKind {
 		name += " (repeatable)"

@@ -9,9 +9,32 @@
 //	convex-shim [flags] [--] program [args...]
 //
 // In an image: ENTRYPOINT ["/usr/local/bin/convex-shim", "--", "./run_backend.sh"].
-// Run convex-shim --help for every flag, its CONVEX_SHIM_* environment twin,
-// its default, and the exit codes. This file only parses, validates and wires;
-// the work is in packages forward and shim.
+// This file only parses, validates and wires; the work is in packages
+// forward and shim.
+//
+// # Settings
+//
+// Flags take one or two dashes. A flag beats its environment twin, and
+// either beats the default. --help, --version, --check and --install have no
+// twin: each replaces the normal run, so set in an image's environment it
+// would keep the backend from ever starting. convex-shim --help says what
+// each one does, and the exit codes. This list is generated from the table
+// in config.go by go generate:
+//
+//	flag                                  env twin                         default
+//	-h, --help                            none                             false
+//	--version                             none                             false
+//	--forward LISTEN=TARGET (repeatable)  CONVEX_SHIM_FORWARD              127.0.0.1:80=127.0.0.1:3210
+//	--auto-forward                        CONVEX_SHIM_AUTO_FORWARD         true
+//	--allow-public                        CONVEX_SHIM_ALLOW_PUBLIC         false
+//	--dial-retry DURATION                 CONVEX_SHIM_DIAL_RETRY           60s
+//	--stop-signal SIGNAL                  CONVEX_SHIM_STOP_SIGNAL          SIGINT
+//	--grace DURATION                      CONVEX_SHIM_GRACE                8s
+//	--cleanup-grace DURATION              CONVEX_SHIM_CLEANUP_GRACE        2s
+//	--parent-death-signal SIGNAL          CONVEX_SHIM_PARENT_DEATH_SIGNAL  SIGKILL
+//	-v, --verbose                         CONVEX_SHIM_VERBOSE              false
+//	--check                               none                             false
+//	--install DIR                         none                             none
 package main
 
 import (
@@ -288,7 +311,7 @@ Flags take one or two dashes; a flag beats its CONVEX_SHIM_* environment twin,
 and either beats the default:
 `)
 	for _, s := range settings {
-		fmt.Fprintf(&b, "  %s\n%s      %s\n", s.synopsis(), wrap(s.usage, "      ", 78), s.twinAndDefault())
+		fmt.Fprintf(&b, "  %s\n%s      %s\n", s.synopsis(""), wrap(s.usage, "      ", 78), s.twinAndDefault())
 	}
 	b.WriteString(`
 Durations are Go durations (8s, 1m30s) or whole seconds.
