@@ -41,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -67,6 +68,9 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	// Until the program is started nothing waits on a log write, so the
+	// first errors go straight to stderr; from the start on, lineLogger.
+	early := log.New(stderr, "convex-shim: ", 0)
 	cfg, err := parse(args, getenv)
 	switch {
 	case errors.Is(err, errHelp):
@@ -76,7 +80,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stdout, "convex-shim", versionString())
 		return 0
 	case err != nil:
-		fmt.Fprintf(stderr, "convex-shim: %v\n", err)
+		early.Print(err)
 		return exitUsage
 	}
 
@@ -86,7 +90,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if cfg.installDir != "" {
 		dst, err := install(cfg.installDir)
 		if err != nil {
-			fmt.Fprintf(stderr, "convex-shim: %v\n", err)
+			early.Print(err)
 			return exitSetup
 		}
 		fmt.Fprintf(stdout, "convex-shim %s installed as %s\n", versionString(), dst)
@@ -170,8 +174,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 // and when stderr is not being read (a blocking log driver behind a slow
 // sink, a terminal paused with Ctrl-S) and the buffer is full, lines are
 // dropped and counted. A blocked log write must never hold up the
-// supervisor's turning SIGTERM into SIGINT, or its reaping.
-// (Not package log: its date formatting alone adds 25 KB to the binary.)
+// supervisor's turning SIGTERM into SIGINT, or its reaping. Not package
+// log: a log.Logger writes synchronously while holding its lock, so one
+// stuck write blocks every goroutine that logs, and it has no way to drop.
 type lineLogger struct {
 	w       io.Writer
 	mu      sync.Mutex // guards closed against a send on a closed channel
