@@ -17,21 +17,20 @@ import (
 
 // config is everything the operator can set, validated.
 type config struct {
-	help, version bool // print that and exit 0 instead of running a program
-	forwards      []forwardSpec
-	forwardsFrom  string // where forwards came from, for error messages
-	autoForward   bool
-	notices       []notice // what the origins mean, logged once at startup
-	check         bool     // probe the forwards instead of running a program
-	installDir    string   // copy the binary there instead of running a program
-	allowPublic   bool
-	dialRetry     time.Duration
-	stopSignal    unix.Signal
-	deathSignal   unix.Signal // 0: none
-	grace         time.Duration
-	cleanupGrace  time.Duration
-	verbose       bool
-	program       []string // program and its arguments
+	forwards     []forwardSpec
+	forwardsFrom string // where forwards came from, for error messages
+	autoForward  bool
+	notices      []notice // what the origins mean, logged once at startup
+	check        bool     // probe the forwards instead of running a program
+	installDir   string   // copy the binary there instead of running a program
+	allowPublic  bool
+	dialRetry    time.Duration
+	stopSignal   unix.Signal
+	deathSignal  unix.Signal // 0: none
+	grace        time.Duration
+	cleanupGrace time.Duration
+	verbose      bool
+	program      []string // program and its arguments
 }
 
 type forwardSpec struct {
@@ -64,7 +63,7 @@ const (
 type setting struct {
 	name  string // the flag, given with one or two dashes
 	short string // a one-letter alias, or ""
-	env   string // the CONVEX_SHIM_* twin, or "" for none (only the modes below)
+	env   string // the CONVEX_SHIM_* twin, or "" for none (see settings)
 	kind  kind
 	arg   string // what the value is, for --help; "" for a switch
 	def   string // used when neither the flag nor the twin is given; "" for none
@@ -82,22 +81,12 @@ var settings = []setting{
 	{
 		name: "help", short: "h", env: "", kind: switchKind, def: "false",
 		usage: "print this help and exit 0",
-		apply: func(c *config, v, _ string) (err error) {
-			if c.help, err = parseBool(v); c.help {
-				err = errHelp
-			}
-			return
-		},
+		apply: func(_ *config, v, _ string) error { return ask(v, errHelp) },
 	},
 	{
 		name: "version", env: "", kind: switchKind, def: "false",
 		usage: "print the version and exit 0",
-		apply: func(c *config, v, _ string) (err error) {
-			if c.version, err = parseBool(v); c.version {
-				err = errVersion
-			}
-			return
-		},
+		apply: func(_ *config, v, _ string) error { return ask(v, errVersion) },
 	},
 	{
 		name: "forward", env: "CONVEX_SHIM_FORWARD", kind: listKind, arg: "LISTEN=TARGET",
@@ -169,6 +158,16 @@ var (
 	errHelp    = errors.New("help requested")
 	errVersion = errors.New("version requested")
 )
+
+// ask is the apply of --help and --version: asked for, it ends parsing with
+// answer, which main prints.
+func ask(v string, answer error) error {
+	on, err := parseBool(v)
+	if on {
+		return answer
+	}
+	return err
+}
 
 // parse reads flags, then their environment twins, then defaults, in that
 // order of precedence. It never reads the process's environment itself.
