@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 )
 
@@ -112,23 +113,11 @@ func bare(err error) error {
 	return err
 }
 
-// printTable aligns columns two spaces apart (text/tabwriter would add 8 KB).
+// printTable aligns columns two spaces apart; the last column is not padded.
 func printTable(out io.Writer, rows [][]string) {
-	width := make([]int, len(rows[0]))
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	for _, r := range rows {
-		for i, cell := range r {
-			width[i] = max(width[i], len(cell))
-		}
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
-	for _, r := range rows {
-		var b strings.Builder
-		for i, cell := range r {
-			if i == len(r)-1 {
-				b.WriteString(cell)
-				break
-			}
-			fmt.Fprintf(&b, "%-*s  ", width[i], cell)
-		}
-		fmt.Fprintln(out, b.String())
-	}
+	tw.Flush()
 }
