@@ -126,30 +126,28 @@ function install(specs) {
   const routes = compile(specs);
   if (routes.length === 0) return; // no origin Node can parse: nothing to route
 
-  // A method shorthand: a function that is not a constructor, as fetch is.
-  const wrapper = {
-    fetch(input, init) {
-      let args = arguments;
-      try {
-        let url;
-        if (typeof input === "string") {
-          url = target(routes, input);
-        } else if (input instanceof URLClass) {
-          url = target(routes, input.href);
-        } else if (input instanceof Request && !input.bodyUsed && !(input.keepalive && input.body !== null)) {
-          const to = target(routes, input.url);
-          if (to !== undefined) url = rebuild(Request, input, to);
-        }
-        if (url !== undefined) {
-          args = Array.prototype.slice.call(arguments);
-          args[0] = url;
-        }
-      } catch {
-        args = arguments; // routing failed: stock fetch, original arguments
+  // An ordinary function, as Node's own fetch is; "this" is passed on.
+  const wrapper = function fetch(input) {
+    let args = arguments;
+    try {
+      let url;
+      if (typeof input === "string") {
+        url = target(routes, input);
+      } else if (input instanceof URLClass) {
+        url = target(routes, input.href);
+      } else if (input instanceof Request && !input.bodyUsed && !(input.keepalive && input.body !== null)) {
+        const to = target(routes, input.url);
+        if (to !== undefined) url = rebuild(Request, input, to);
       }
-      return Reflect.apply(stock, this, args);
-    },
-  }.fetch;
+      if (url !== undefined) {
+        args = Array.prototype.slice.call(arguments);
+        args[0] = url;
+      }
+    } catch {
+      args = arguments; // routing failed: stock fetch, original arguments
+    }
+    return Reflect.apply(stock, this, args);
+  };
   Object.defineProperty(wrapper, "name", { value: stock.name, configurable: true });
   Object.defineProperty(wrapper, "length", { value: stock.length, configurable: true });
 
