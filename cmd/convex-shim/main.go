@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/convex-shim/convex-shim/forward"
+	"github.com/convex-shim/convex-shim/preload"
 	"github.com/convex-shim/convex-shim/shim"
 	"golang.org/x/sys/unix"
 )
@@ -56,6 +57,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "convex-shim: %v\n", err)
 		return exitUsage
 	}
+	setNodeRoutes(&cfg, getenv)
 
 	if cfg.check {
 		return runCheck(cfg, stdout)
@@ -90,6 +92,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	// A missing program is reported before any port is bound; Run then
 	// starts what was found, without searching PATH again.
 	sup.Env = shim.Environ()
+	if len(cfg.nodeRoutes) > 0 {
+		sup.Env = preload.SetEnv(sup.Env, cfg.nodeRoutes)
+	}
 	path, err := shim.LookPath(cfg.program[0], sup.Env)
 	if err != nil {
 		return startFailed(logger, err)
@@ -245,8 +250,9 @@ func startFailed(logger shim.Logger, err error) int {
 	return exitSetup
 }
 
-// summary is the one line logged at startup: what is forwarded and how a
-// stop is handled. It names no environment values (they may hold secrets).
+// summary is the one line logged at startup: what is forwarded, where the
+// fetch preload sends Node's callbacks, and how a stop is handled. Of the
+// environment it names only origins, redacted (they may hold a password).
 func summary(c config) string {
 	fw := "no forwards"
 	if len(c.forwards) > 0 {
@@ -255,6 +261,9 @@ func summary(c config) string {
 			parts = append(parts, fmt.Sprintf("%s -> %s (%s)", f.listen, f.target, f.from))
 		}
 		fw = "forwarding " + strings.Join(parts, ", ")
+	}
+	if len(c.nodeRoutes) > 0 {
+		fw += "; " + nodeRoutesText(c.nodeRoutes)
 	}
 	kill := "SIGKILL after " + c.grace.String()
 	if c.grace == 0 {
