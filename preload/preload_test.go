@@ -124,7 +124,7 @@ func TestSetEnv(t *testing.T) {
 	routes := Derive("https://api.example.com", "", api, site)
 	opt := Option(routes)
 	tests := []struct {
-		name     string
+		name      string
 		env, want []string
 	}{
 		{"added", []string{"PATH=/bin"}, []string{"PATH=/bin", "NODE_OPTIONS=" + opt}},
