@@ -22,8 +22,9 @@ const checkTimeout = 3 * time.Second
 
 // runCheck prints the routing table and probes every forward end to end,
 // GET /version through its listen address, as a Node action's callback
-// would travel. It needs no curl in the image, so it serves as a Docker
-// HEALTHCHECK and a Kubernetes exec probe.
+// would travel, and every route of the fetch preload at its target. It
+// needs no curl in the image, so it serves as a Docker HEALTHCHECK and a
+// Kubernetes exec probe.
 func runCheck(c config, out io.Writer) int {
 	routes := c.forwards
 	if len(routes) == 0 {
@@ -44,6 +45,17 @@ func runCheck(c config, out io.Writer) int {
 		}
 		rows = append(rows, []string{f.listen, f.target, f.from, result})
 	}
+	// The fetch preload's routes: Node's calls to an origin go straight to
+	// the backend's port, so the probe goes there too.
+	for _, r := range c.nodeRoutes {
+		target := strings.TrimPrefix(r.To, "http://")
+		_, port, _ := net.SplitHostPort(target)
+		result := "ok"
+		if err := getVersion(target, port == strconv.Itoa(apiPort)); err != nil {
+			result, failed = "FAIL: "+err.Error(), failed+1
+		}
+		rows = append(rows, []string{"fetch " + redactOrigin(r.From), target, r.Env + " (node preload)", result})
+	}
 	printTable(out, rows)
 	for _, n := range c.notices {
 		if !n.debug {
@@ -51,7 +63,7 @@ func runCheck(c config, out io.Writer) int {
 		}
 	}
 	if failed > 0 {
-		fmt.Fprintf(out, "%d of %d routes failed\n", failed, len(routes))
+		fmt.Fprintf(out, "%d of %d routes failed\n", failed, len(rows)-1)
 		return exitCheckFailed
 	}
 	return 0

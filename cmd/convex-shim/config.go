@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/convex-shim/convex-shim/forward"
+	"github.com/convex-shim/convex-shim/preload"
 	"github.com/convex-shim/convex-shim/shim"
 	"golang.org/x/sys/unix"
 )
@@ -31,6 +32,9 @@ type config struct {
 	cleanupGrace time.Duration
 	verbose      bool
 	program      []string // program and its arguments
+
+	nodePreload bool            // give Node the fetch preload (preload.go)
+	nodeRoutes  []preload.Route // what it routes; set by setNodeRoutes
 }
 
 type forwardSpec struct {
@@ -98,6 +102,11 @@ var settings = []setting{
 		name: "auto-forward", env: "CONVEX_SHIM_AUTO_FORWARD", kind: switchKind, def: "true",
 		usage: "also forward the loopback address and port that CONVEX_CLOUD_ORIGIN (to 3210) and CONVEX_SITE_ORIGIN (to 3211) name, where the backend does not listen itself",
 		apply: func(c *config, v, _ string) (err error) { c.autoForward, err = parseBool(v); return },
+	},
+	{
+		name: "node-preload", env: "CONVEX_SHIM_NODE_PRELOAD", kind: switchKind, def: "true",
+		usage: "add to the backend's NODE_OPTIONS a preload (no file) that sends Node's fetch calls to CONVEX_CLOUD_ORIGIN to 127.0.0.1:3210 and to CONVEX_SITE_ORIGIN to 127.0.0.1:3211, inside the container, public https origins included; node:https, axios and other clients in user code still go to the origin",
+		apply: func(c *config, v, _ string) (err error) { c.nodePreload, err = parseBool(v); return },
 	},
 	{
 		name: "allow-public", env: "CONVEX_SHIM_ALLOW_PUBLIC", kind: switchKind, def: "false",

@@ -24,6 +24,7 @@ var defaults = config{
 	forwards:     []forwardSpec{{listen: "127.0.0.1:80", target: "127.0.0.1:3210", from: "default"}},
 	forwardsFrom: "default",
 	autoForward:  true,
+	nodePreload:  true,
 	dialRetry:    60 * time.Second,
 	stopSignal:   unix.SIGINT,
 	deathSignal:  unix.SIGKILL,

@@ -26,6 +26,7 @@
 //	--version                             none                             false
 //	--forward LISTEN=TARGET (repeatable)  CONVEX_SHIM_FORWARD              127.0.0.1:80=127.0.0.1:3210
 //	--auto-forward                        CONVEX_SHIM_AUTO_FORWARD         true
+//	--node-preload                        CONVEX_SHIM_NODE_PRELOAD         true
 //	--allow-public                        CONVEX_SHIM_ALLOW_PUBLIC         false
 //	--dial-retry DURATION                 CONVEX_SHIM_DIAL_RETRY           60s
 //	--stop-signal SIGNAL                  CONVEX_SHIM_STOP_SIGNAL          SIGINT
@@ -50,6 +51,7 @@ import (
 	"time"
 
 	"github.com/convex-shim/convex-shim/forward"
+	"github.com/convex-shim/convex-shim/preload"
 	"github.com/convex-shim/convex-shim/shim"
 	"golang.org/x/sys/unix"
 )
@@ -83,6 +85,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		early.Print(err)
 		return exitUsage
 	}
+	setNodeRoutes(&cfg, getenv)
 
 	if cfg.check {
 		return runCheck(cfg, stdout)
@@ -117,6 +120,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	// A missing program is reported before any port is bound; Run then
 	// starts what was found, without searching PATH again.
 	sup.Env = shim.Environ()
+	if len(cfg.nodeRoutes) > 0 {
+		sup.Env = preload.SetEnv(sup.Env, cfg.nodeRoutes)
+	}
 	path, err := shim.LookPath(cfg.program[0], sup.Env)
 	if err != nil {
 		return startFailed(logger, err)
@@ -273,8 +279,9 @@ func startFailed(logger shim.Logger, err error) int {
 	return exitSetup
 }
 
-// summary is the one line logged at startup: what is forwarded and how a
-// stop is handled. It names no environment values (they may hold secrets).
+// summary is the one line logged at startup: what is forwarded, where the
+// fetch preload sends Node's callbacks, and how a stop is handled. Of the
+// environment it names only origins, redacted (they may hold a password).
 func summary(c config) string {
 	fw := "no forwards"
 	if len(c.forwards) > 0 {
@@ -283,6 +290,9 @@ func summary(c config) string {
 			parts = append(parts, fmt.Sprintf("%s -> %s (%s)", f.listen, f.target, f.from))
 		}
 		fw = "forwarding " + strings.Join(parts, ", ")
+	}
+	if len(c.nodeRoutes) > 0 {
+		fw += "; " + nodeRoutesText(c.nodeRoutes)
 	}
 	kill := "SIGKILL after " + c.grace.String()
 	if c.grace == 0 {
