@@ -82,7 +82,8 @@ func readmeMentions(t *testing.T, dir string, values ...string) {
 // readmeChecked lists the example directories whose README the tests below hold to
 // their files. A new example must be added here (with its checks).
 var readmeChecked = []string{"docker-compose", "fly", "render", "kubernetes",
-	"compose-stock-image", "kubernetes/stock-image"} // these two: stock_test.go
+	"compose-stock-image", "kubernetes/stock-image", // these two: stock_test.go
+	"railway", "coolify"} // these two: platform_test.go
 
 func TestEveryReadmeIsChecked(t *testing.T) {
 	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {

@@ -346,9 +346,11 @@ func composeConfig(t *testing.T, dir string) map[string]map[string]*string {
 	cmd := exec.Command(bin, "config")
 	cmd.Dir = dir
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	out, err := cmd.CombinedOutput()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr // warnings ("variable is not set"), kept out of the YAML
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("docker-compose config in %s: %v\n%s", dir, err, out)
+		t.Fatalf("docker-compose config in %s: %v\n%s%s", dir, err, out, stderr.String())
 	}
 	var cfg struct {
 		Services map[string]struct {
