@@ -348,12 +348,12 @@ type renderEnv struct {
 func TestRenderYaml(t *testing.T) {
 	var f struct {
 		Services []struct {
-			Type, Name, Runtime, Plan string
-			DockerfilePath            string `yaml:"dockerfilePath"`
-			DockerContext             string `yaml:"dockerContext"`
-			MaxShutdownDelaySeconds   int    `yaml:"maxShutdownDelaySeconds"`
-			HealthCheckPath           string `yaml:"healthCheckPath"`
-			Disk                      struct {
+			Type, Name, Runtime, Plan, Repo string
+			DockerfilePath                  string `yaml:"dockerfilePath"`
+			DockerContext                   string `yaml:"dockerContext"`
+			MaxShutdownDelaySeconds         int    `yaml:"maxShutdownDelaySeconds"`
+			HealthCheckPath                 string `yaml:"healthCheckPath"`
+			Disk                            struct {
 				Name      string
 				MountPath string `yaml:"mountPath"`
 				SizeGB    int    `yaml:"sizeGB"`
@@ -399,13 +399,21 @@ func TestRenderYaml(t *testing.T) {
 	if env["PORT"] != "3210" {
 		t.Errorf("PORT = %q, want 3210: Render routes to PORT and the backend's API port is fixed", env["PORT"])
 	}
+	// Render passes env vars to docker build as build args: BASE_IMAGE pins the release.
+	if img := env["BASE_IMAGE"]; !strings.HasPrefix(img, wantStock) || strings.HasSuffix(img, ":latest") {
+		t.Errorf("BASE_IMAGE = %q, want a pinned %s<release>", img, wantStock)
+	}
+	if !strings.HasPrefix(s.Repo, "https://") || !strings.HasSuffix(s.Repo, "/convex-shim") {
+		t.Errorf("repo %q, want the URL of a fork of convex-shim (the build needs its sources)", s.Repo)
+	}
 	origin := "https://" + s.Name + ".onrender.com"
 	if env["CONVEX_CLOUD_ORIGIN"] != origin || env["CONVEX_SITE_ORIGIN"] != origin+"/http" {
 		t.Errorf("origins %q, %q: want %s and %s/http", env["CONVEX_CLOUD_ORIGIN"], env["CONVEX_SITE_ORIGIN"], origin, origin)
 	}
 	readmeMentions(t, "render", "maxShutdownDelaySeconds: "+strconv.Itoa(s.MaxShutdownDelaySeconds),
 		grace.String(), "SIGTERM", "3210", "/convex/data", "/version",
-		"dockerfilePath: "+s.DockerfilePath, "dockerContext: "+s.DockerContext)
+		"dockerfilePath: "+s.DockerfilePath, "dockerContext: "+s.DockerContext, "repo:", "fork", "zero-downtime",
+		"BASE_IMAGE", env["BASE_IMAGE"])
 }
 
 // ---- Kubernetes ----
@@ -455,9 +463,15 @@ type k8sProbe struct {
 	TimeoutSeconds int                          `yaml:"timeoutSeconds"`
 }
 
+// checkRouteWorst is the longest `convex-shim --check` takes for one route: three steps of
+// its 3s timeout in a row (connect to the backend, connect through the forward, read the
+// answer; cmd/convex-shim/check.go), routes one after another.
+const checkRouteWorst = 3 * 3 * time.Second
+
 // checkProbes checks the startup, readiness and liveness probes of the backend container:
-// each is GET /version on 3210, or exec shim --check with a timeout above --check's own 3s
-// (the kubelet's default is 1s).
+// each is GET /version on 3210, or exec shim --check with a timeout above --check's worst
+// case for the manifests' one route, http://127.0.0.1's 127.0.0.1:80 (the kubelet's default
+// is 1s, and a probe that times out fails).
 func checkProbes(t *testing.T, shim string, startup, readiness, liveness *k8sProbe) {
 	t.Helper()
 	for name, p := range map[string]*k8sProbe{"startupProbe": startup, "readinessProbe": readiness, "livenessProbe": liveness} {
@@ -472,8 +486,8 @@ func checkProbes(t *testing.T, shim string, startup, readiness, liveness *k8sPro
 			if !slices.Equal(p.Exec.Command, []string{shim, "--check"}) {
 				t.Errorf("%s: exec %q, want [%s --check]", name, p.Exec.Command, shim)
 			}
-			if p.TimeoutSeconds <= 3 {
-				t.Errorf("%s: timeoutSeconds %d, want above --check's 3s", name, p.TimeoutSeconds)
+			if time.Duration(p.TimeoutSeconds)*time.Second <= checkRouteWorst {
+				t.Errorf("%s: timeoutSeconds %d, want above --check's worst case for one route, %v", name, p.TimeoutSeconds, checkRouteWorst)
 			}
 		default:
 			t.Errorf("%s: neither httpGet nor exec", name)
