@@ -35,11 +35,13 @@ release:
 	cd $(DIST) && sha256sum convex-shim-* > SHA256SUMS && cat SHA256SUMS
 
 # What the tests need beyond Go: busybox-static for the stand-in image,
-# iproute2 to bring up lo in test namespaces, and a running Docker engine.
+# iproute2 to bring up lo in test namespaces, docker-compose (v1, Debian's) for
+# the compose examples' tests, and a running Docker engine.
 deps:
 	@missing=""; \
 	[ -x /bin/busybox ] || missing="$$missing busybox-static"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 		echo "make deps: installing$$missing"; \
 		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \

@@ -33,13 +33,13 @@ func TestComposeUp(t *testing.T) {
 		"CONVEX_BACKEND_IMAGE=" + dockertest.StandinImage,
 		"CONVEX_SHIM_TARGET=prebuilt",
 		"CONVEX_SHIM_VERBOSE=true",
-		// Loopback only. PORT is also in CONVEX_CLOUD_ORIGIN, so the Node
+		// Loopback only. The origin names the published PORT, so the Node
 		// callbacks go to 127.0.0.1:PORT inside the container, which only
 		// the shim's origin-derived forward serves: issue 4's PORT=8080 case.
 		"PUBLISH_ADDRESS=127.0.0.1",
 		"PORT=" + port,
-		// SITE_PROXY_PORT must be a real number, not Docker's "0" (ephemeral): the
-		// compose file also puts it in CONVEX_SITE_ORIGIN, as Convex's own file does.
+		"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:" + port, // as a .env beside the file would set it
+		// A real number, not Docker's "0" (ephemeral).
 		"SITE_PROXY_PORT=" + dockertest.FreePort(t),
 	}, "backend")
 

@@ -3,6 +3,7 @@ package examples
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -81,7 +82,8 @@ func readmeMentions(t *testing.T, dir string, values ...string) {
 // readmeChecked lists the example directories whose README the tests below hold to
 // their files. A new example must be added here (with its checks).
 var readmeChecked = []string{"docker-compose", "fly", "render", "kubernetes",
-	"compose-stock-image", "kubernetes/stock-image"} // these two: stock_test.go
+	"compose-stock-image", "kubernetes/stock-image", // these two: stock_test.go
+	"railway", "coolify"} // these two: platform_test.go
 
 func TestEveryReadmeIsChecked(t *testing.T) {
 	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
@@ -119,9 +121,52 @@ func requireDockerfile(t *testing.T, what, path string) {
 
 // ---- docker-compose ----
 
-// interpolate resolves compose's ${VAR:-default} to its default, as with no env set.
-func interpolate(s string) string {
-	return regexp.MustCompile(`\$\{[A-Z_]+:-([^}]*)\}`).ReplaceAllString(s, "$1")
+// interpolate resolves compose's ${VAR:-default} and ${VAR} as if env were the whole
+// environment, innermost first, so a default may hold another reference (Compose v2 expands
+// those; docker-compose v1 does not, see TestComposeV1NestedDefault).
+func interpolate(s string, env map[string]string) string {
+	ref := regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^${}]*))?\}`)
+	for {
+		next := ref.ReplaceAllStringFunc(s, func(m string) string {
+			sub := ref.FindStringSubmatch(m)
+			if v, ok := env[sub[1]]; ok && (v != "" || sub[2] == "") {
+				return v
+			}
+			return sub[3]
+		})
+		if next == s {
+			return s
+		}
+		s = next
+	}
+}
+
+// composeEnv is a service's environment, in either of compose's forms: a list of NAME=VALUE
+// or NAME, or a mapping. A bare NAME (passed through from the environment, unset when it is
+// not set there) is not in the map.
+type composeEnv map[string]string
+
+func (e *composeEnv) UnmarshalYAML(n *yaml.Node) error {
+	*e = composeEnv{}
+	switch n.Kind {
+	case yaml.SequenceNode:
+		for _, item := range n.Content {
+			if name, value, ok := strings.Cut(item.Value, "="); ok {
+				(*e)[name] = value
+			}
+		}
+		return nil
+	case yaml.MappingNode:
+		var m map[string]string
+		if err := n.Decode(&m); err != nil {
+			return err
+		}
+		for k, v := range m {
+			(*e)[k] = v
+		}
+		return nil
+	}
+	return fmt.Errorf("line %d: environment is neither a list nor a mapping", n.Line)
 }
 
 // composeFileT is what the tests read of a compose file: the fields of both examples.
@@ -140,7 +185,7 @@ type composeFileT struct {
 		StopGracePeriod string `yaml:"stop_grace_period"`
 		Ports           []string
 		Volumes         []string
-		Environment     map[string]string
+		Environment     composeEnv
 		Healthcheck     struct{ Test []string }
 		DependsOn       map[string]struct{ Condition string } `yaml:"depends_on"`
 	}
@@ -155,7 +200,7 @@ func loadCompose(t *testing.T, path string) composeFileT {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := yaml.Unmarshal([]byte(interpolate(string(raw))), &f); err != nil {
+	if err := yaml.Unmarshal([]byte(interpolate(string(raw), nil)), &f); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -202,8 +247,8 @@ func TestComposeFile(t *testing.T) {
 		t.Errorf("BASE_IMAGE defaults to %q, want %s...", b.Build.Args["BASE_IMAGE"], wantStock)
 	}
 	grace := checkComposeBackend(t, f)
-	if got := b.Environment["CONVEX_CLOUD_ORIGIN"]; got != "http://127.0.0.1:3210" { // ${PORT:-3210} expanded
-		t.Errorf("CONVEX_CLOUD_ORIGIN = %q, want http://127.0.0.1:${PORT:-3210} (Convex's own, forwarded by the shim when PORT is not 3210)", got)
+	if got := b.Environment["CONVEX_CLOUD_ORIGIN"]; got != "http://127.0.0.1:3210" {
+		t.Errorf("CONVEX_CLOUD_ORIGIN defaults to %q, want http://127.0.0.1:3210 (Convex's default: the backend itself)", got)
 	}
 	if !slices.Contains(b.Volumes, "data:/convex/data") {
 		t.Errorf("backend volumes %q: want data:/convex/data", b.Volumes)
@@ -303,12 +348,12 @@ type renderEnv struct {
 func TestRenderYaml(t *testing.T) {
 	var f struct {
 		Services []struct {
-			Type, Name, Runtime, Plan string
-			DockerfilePath            string `yaml:"dockerfilePath"`
-			DockerContext             string `yaml:"dockerContext"`
-			MaxShutdownDelaySeconds   int    `yaml:"maxShutdownDelaySeconds"`
-			HealthCheckPath           string `yaml:"healthCheckPath"`
-			Disk                      struct {
+			Type, Name, Runtime, Plan, Repo string
+			DockerfilePath                  string `yaml:"dockerfilePath"`
+			DockerContext                   string `yaml:"dockerContext"`
+			MaxShutdownDelaySeconds         int    `yaml:"maxShutdownDelaySeconds"`
+			HealthCheckPath                 string `yaml:"healthCheckPath"`
+			Disk                            struct {
 				Name      string
 				MountPath string `yaml:"mountPath"`
 				SizeGB    int    `yaml:"sizeGB"`
@@ -354,13 +399,21 @@ func TestRenderYaml(t *testing.T) {
 	if env["PORT"] != "3210" {
 		t.Errorf("PORT = %q, want 3210: Render routes to PORT and the backend's API port is fixed", env["PORT"])
 	}
+	// Render passes env vars to docker build as build args: BASE_IMAGE pins the release.
+	if img := env["BASE_IMAGE"]; !strings.HasPrefix(img, wantStock) || strings.HasSuffix(img, ":latest") {
+		t.Errorf("BASE_IMAGE = %q, want a pinned %s<release>", img, wantStock)
+	}
+	if !strings.HasPrefix(s.Repo, "https://") || !strings.HasSuffix(s.Repo, "/convex-shim") {
+		t.Errorf("repo %q, want the URL of a fork of convex-shim (the build needs its sources)", s.Repo)
+	}
 	origin := "https://" + s.Name + ".onrender.com"
 	if env["CONVEX_CLOUD_ORIGIN"] != origin || env["CONVEX_SITE_ORIGIN"] != origin+"/http" {
 		t.Errorf("origins %q, %q: want %s and %s/http", env["CONVEX_CLOUD_ORIGIN"], env["CONVEX_SITE_ORIGIN"], origin, origin)
 	}
 	readmeMentions(t, "render", "maxShutdownDelaySeconds: "+strconv.Itoa(s.MaxShutdownDelaySeconds),
 		grace.String(), "SIGTERM", "3210", "/convex/data", "/version",
-		"dockerfilePath: "+s.DockerfilePath, "dockerContext: "+s.DockerContext)
+		"dockerfilePath: "+s.DockerfilePath, "dockerContext: "+s.DockerContext, "repo:", "fork", "zero-downtime",
+		"BASE_IMAGE", env["BASE_IMAGE"])
 }
 
 // ---- Kubernetes ----
@@ -410,9 +463,15 @@ type k8sProbe struct {
 	TimeoutSeconds int                          `yaml:"timeoutSeconds"`
 }
 
+// checkRouteWorst is the longest `convex-shim --check` takes for one route: three steps of
+// its 3s timeout in a row (connect to the backend, connect through the forward, read the
+// answer; cmd/convex-shim/check.go), routes one after another.
+const checkRouteWorst = 3 * 3 * time.Second
+
 // checkProbes checks the startup, readiness and liveness probes of the backend container:
-// each is GET /version on 3210, or exec shim --check with a timeout above --check's own 3s
-// (the kubelet's default is 1s).
+// each is GET /version on 3210, or exec shim --check with a timeout above --check's worst
+// case for the manifests' one route, http://127.0.0.1's 127.0.0.1:80 (the kubelet's default
+// is 1s, and a probe that times out fails).
 func checkProbes(t *testing.T, shim string, startup, readiness, liveness *k8sProbe) {
 	t.Helper()
 	for name, p := range map[string]*k8sProbe{"startupProbe": startup, "readinessProbe": readiness, "livenessProbe": liveness} {
@@ -427,8 +486,8 @@ func checkProbes(t *testing.T, shim string, startup, readiness, liveness *k8sPro
 			if !slices.Equal(p.Exec.Command, []string{shim, "--check"}) {
 				t.Errorf("%s: exec %q, want [%s --check]", name, p.Exec.Command, shim)
 			}
-			if p.TimeoutSeconds <= 3 {
-				t.Errorf("%s: timeoutSeconds %d, want above --check's 3s", name, p.TimeoutSeconds)
+			if time.Duration(p.TimeoutSeconds)*time.Second <= checkRouteWorst {
+				t.Errorf("%s: timeoutSeconds %d, want above --check's worst case for one route, %v", name, p.TimeoutSeconds, checkRouteWorst)
 			}
 		default:
 			t.Errorf("%s: neither httpGet nor exec", name)
