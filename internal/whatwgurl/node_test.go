@@ -135,7 +135,7 @@ process.stdin.on("data", d => data += d).on("end", () => {
 `
 
 type nodeURL struct {
-	OK                                   bool
+	OK                                 bool
 	Protocol, Hostname, Port, Pathname string
 }
 
