@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -68,7 +69,11 @@ func routeOrigin(env, value string, backendPort int) originRoute {
 	shown := redactOrigin(value) // an origin may carry a password
 	u, err := whatwgurl.Parse(value)
 	if err != nil {
-		return originRoute{notice: fmt.Sprintf("%s=%q is not a URL such as http://127.0.0.1 (%v); no forward derived from it (Node actions will fail to call back)", env, shown, err)}
+		why := "Node's new URL rejects it"
+		if se := (*whatwgurl.SchemeError)(nil); errors.As(err, &se) {
+			why = se.Error()
+		}
+		return originRoute{notice: fmt.Sprintf("%s=%q is not a URL such as http://127.0.0.1 (%s); no forward derived from it (Node actions will fail to call back)", env, shown, why)}
 	}
 	port := u.ConnectPort()
 	where := printable(u.Host + ":" + strconv.Itoa(port))

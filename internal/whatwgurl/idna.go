@@ -1,12 +1,15 @@
 package whatwgurl
 
 import (
+	"strconv"
 	"sync"
 	"unicode/utf8"
 )
 
 // idnaTable is idnaData as a map: each code point that UTS #46 (as Node
-// applies it) maps to ASCII, with what it maps to; "" for ignored ones.
+// applies it) maps to ASCII, with what it maps to; "" for ignored ones;
+// DEL (forbidden in a host, so the parse fails) for printable code points
+// that Node rejects in a host wherever they stand.
 var idnaTable = sync.OnceValue(func() map[rune]string {
 	m := make(map[rune]string, 1700)
 	for s := idnaData; s != ""; {
@@ -26,6 +29,14 @@ func idnaMap(r rune) (string, bool) {
 	return m, ok
 }
 
+// labelRune reports whether a non-ASCII code point that idnaData does not
+// list may stand in a label: Node accepts only printable ones (categories
+// L, M, N, P, S) and the joiners ZWNJ and ZWJ (after a virama). The test
+// checks this against Node for every code point.
+func labelRune(r rune) bool {
+	return strconv.IsPrint(r) || r == 0x200c || r == 0x200d
+}
+
 // validPunycodeLabel reports whether the part of an "xn--" label after the
 // prefix decodes (RFC 3492) to a label UTS #46 could have produced: not
 // empty, and no code point that mapping would have changed (ASCII upper
@@ -39,7 +50,7 @@ func validPunycodeLabel(s string) bool {
 		if 'A' <= r && r <= 'Z' || r < ' ' || 0x7f <= r && r < 0xa0 {
 			return false
 		}
-		if _, mapped := idnaMap(r); mapped {
+		if _, mapped := idnaMap(r); mapped || r >= utf8.RuneSelf && !labelRune(r) {
 			return false
 		}
 	}

@@ -24,14 +24,17 @@
 // with the UTS #46 mappings that produce ASCII (fullwidth and mathematical
 // digits and letters, circled numbers, ignored characters such as the soft
 // hyphen; idnaData, generated from Node and checked against it code point by
-// code point), so "１２７。０.０.①" is 127.0.0.1 here as in Node. A label
-// that stays non-ASCII after that is a public DNS name whatever it is: it can
-// never be an IP literal or "localhost". Node shows such labels as Punycode
-// (xn--…); Host keeps them as Unicode, and ASCII reports false. Node rejects
-// some of them (disallowed code points, bidi rules) where Parse accepts them
-// as names; and an xn-- label is accepted when its Punycode decodes to code
-// points that could stand in a label, without the full UTS #46 validity
-// checks. Either way such a host is a public name, never a local one.
+// code point), so "１２７。０.０.①" is 127.0.0.1 here as in Node. Code points
+// Node rejects wherever they stand in a host (controls, unassigned, line
+// separators, and the printable ones idnaData lists) are rejected here. A
+// label that stays non-ASCII after that is a public DNS name: it can never
+// be an IP literal or "localhost". Node shows such labels as Punycode
+// (xn--…); Host keeps them as Unicode, and ASCII reports false. Node's
+// context rules (bidi, joiners, NFC) are not applied, so Parse accepts some
+// labels as names that Node rejects; an xn-- label is accepted when its
+// Punycode decodes to code points that could stand in a label, without the
+// full UTS #46 validity checks. Either way such a host is a public name,
+// never a local one.
 //
 // Why not a library: net/url is not WHATWG (it keeps "127.1" as a name and
 // rejects backslashes); github.com/nlnwa/whatwg-url is a complete WHATWG
@@ -250,8 +253,8 @@ func percentDecode(s string) string {
 
 // domainToASCII maps a domain as UTS #46 ToASCII does, as far as idnaMap
 // knows: ASCII lower-cased, mapped code points replaced, ignored ones
-// dropped, any other non-ASCII code point kept (isASCII false). An "xn--"
-// label must decode as Punycode.
+// dropped, code points Node rejects refused, any other non-ASCII code
+// point kept (isASCII false). An "xn--" label must decode as Punycode.
 func domainToASCII(domain string) (out string, isASCII, ok bool) {
 	isASCII = true
 	var b strings.Builder
@@ -262,6 +265,8 @@ func domainToASCII(domain string) (out string, isASCII, ok bool) {
 		default:
 			if m, mapped := idnaMap(r); mapped {
 				b.WriteString(m)
+			} else if !labelRune(r) {
+				return "", false, false
 			} else {
 				b.WriteRune(r)
 				isASCII = false
