@@ -263,6 +263,17 @@ func generated() []string {
 		}
 		out = append(out, pick(spaces)+s+pick(spaces))
 	}
+	// And random strings over the characters each parsing step looks at.
+	alphabet := []string{"0", "1", "7", "8", "9", "f", "x", "X", "a", "l", ".", ".", ":", ":", "[", "]", "@", "/", `\`, "%", "%2", "%3", "?", "#",
+		" ", "\t", "\x00", "-", "_", "::", "127", "0x", "localhost", "１", "。", "\u00ad", "ü", "xn--", "ffff", "65535", "080"}
+	for i := 0; i < 800; i++ {
+		var b strings.Builder
+		b.WriteString(pick([]string{"http://", "http:", "https://", `http:\\`, "HTTP:/", "h", ""}))
+		for n := 1 + rnd.Intn(12); n > 0; n-- {
+			b.WriteString(pick(alphabet))
+		}
+		out = append(out, b.String())
+	}
 	return out
 }
 
