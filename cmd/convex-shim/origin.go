@@ -49,9 +49,9 @@ type originRoute struct {
 // (an origin URL, parsed as Node parses it) reaches the backend's own
 // listener for backendPort, so neither a forward nor any rerouting is
 // needed: plain http to 0.0.0.0 or an address in 127.0.0.0/8 (also
-// IPv4-mapped) on backendPort; for the site origin (backendPort 3211) also
-// port 3210 with a path under /http, which 3210 serves as the site proxy
-// does. localhost is not: Node may resolve it to ::1 first, where the
+// IPv4-mapped) on backendPort; for a site origin (backendPort 3211) with a
+// path under /http, on 3210, which serves HTTP actions there as the site
+// proxy on 3211 does at the root. localhost is not: Node may resolve it to ::1 first, where the
 // backend (IPv4 only) does not listen; routeOrigin forwards [::1] for it.
 func servedByBackend(value string, backendPort int) bool {
 	return routeOrigin("", value, backendPort).served
@@ -90,14 +90,16 @@ func routeOrigin(env, value string, backendPort int) originRoute {
 		return originRoute{notice: fmt.Sprintf("%s=%s is https on a loopback address: the backend speaks plain HTTP, so callbacks to %s fail; use http://127.0.0.1", env, shown, where)}
 	}
 
-	// The backend's 3210 also serves HTTP actions under /http (facts §11),
-	// so a site origin there with that path stands for 3210.
+	// The backend's 3210 also serves HTTP actions under /http (facts §11,
+	// the Fly guide's site origin is the cloud origin plus /http), so a
+	// site origin with that path stands for 3210, where the path means
+	// what it says; on 3211 it would become /http/http/….
 	serving := backendPort
-	if backendPort == sitePort && port == apiPort && (u.Path == "/http" || strings.HasPrefix(u.Path, "/http/")) {
+	if backendPort == sitePort && (u.Path == "/http" || strings.HasPrefix(u.Path, "/http/")) {
 		serving = apiPort
 	}
 	if port != serving && (port == apiPort || port == sitePort) {
-		return originRoute{notice: fmt.Sprintf("%s=%s names port %d, which is the backend's other port; it stands for port %d, so check the value", env, shown, port, backendPort)}
+		return originRoute{notice: fmt.Sprintf("%s=%s names port %d, which is the backend's other port; it stands for port %d, so check the value", env, shown, port, serving)}
 	}
 	r := originRoute{}
 	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(serving))

@@ -119,6 +119,9 @@ func TestSiteOriginForwardsTo3211(t *testing.T) {
 	if r := routeOrigin("CONVEX_SITE_ORIGIN", "http://127.0.0.1:3210/http", sitePort); r.forwards != nil || !r.served {
 		t.Fatalf("site origin on 3210/http: %+v", r)
 	}
+	if r := routeOrigin("CONVEX_SITE_ORIGIN", "http://127.0.0.1:3211/http", sitePort); !strings.Contains(r.notice, "names port 3211, which is the backend's other port; it stands for port 3210") {
+		t.Fatalf("site origin on 3211/http: %q", r.notice)
+	}
 	r = routeOrigin("CONVEX_SITE_ORIGIN", "http://[::1]:3210/x/../http/", sitePort)
 	want = []forwardSpec{{listen: "[::1]:3210", target: "127.0.0.1:3210", from: "CONVEX_SITE_ORIGIN", optional: true}}
 	if !reflect.DeepEqual(r.forwards, want) || r.notice != "" {
@@ -144,6 +147,7 @@ func TestServedByBackend(t *testing.T) {
 		{"http://127.0.0.1:3211", sitePort, true},
 		{"http://127.0.0.1:3210/http", sitePort, true},
 		{"http://127.0.0.1:3210/http/", sitePort, true},
+		{"http://127.0.0.1:3211/http", sitePort, false}, // the site proxy would make it /http/http/…
 		{"http://127.0.0.1:3210/httpx", sitePort, false},
 		{"http://127.0.0.1:3210", sitePort, false},
 		{"http://127.0.0.1:3211", apiPort, false},
@@ -229,6 +233,9 @@ func TestParseOriginForwards(t *testing.T) {
 		{"[::] takes both families", []string{"--allow-public", "--forward", "[::]:8080=127.0.0.1:3210"},
 			[]string{"CONVEX_CLOUD_ORIGIN", "http://localhost:8080"},
 			[]string{"[::]:8080=127.0.0.1:3210 (--forward)"}, nil},
+		{"site origin is the cloud origin plus /http (the Fly guide's shape)", nil,
+			[]string{"CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080", "CONVEX_SITE_ORIGIN", "http://127.0.0.1:8080/http"},
+			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)", "127.0.0.1:8080=127.0.0.1:3210 (CONVEX_CLOUD_ORIGIN)"}, nil},
 		{"bad origin: a warning, not an error", nil,
 			[]string{"CONVEX_CLOUD_ORIGIN", "127.0.0.1:8080"},
 			[]string{"127.0.0.1:80=127.0.0.1:3210 (default)"},
