@@ -36,12 +36,14 @@ release:
 
 # What the tests need beyond Go: busybox-static for the stand-in image,
 # iproute2 to bring up lo in test namespaces, docker-compose (v1, Debian's) for
-# the compose examples' tests, and a running Docker engine.
+# the compose examples' tests, Node (the reference URL parser for internal/whatwgurl,
+# and the Node server of the preload tests), and a running Docker engine.
 deps:
 	@missing=""; \
 	[ -x /bin/busybox ] || missing="$$missing busybox-static"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
 	if [ -n "$$missing" ]; then \
 		echo "make deps: installing$$missing"; \
 		apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
@@ -53,15 +55,16 @@ deps:
 # the output.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 10s
-FUZZERS     := FuzzParseArgs FuzzParseForward FuzzRouteOrigin
+FUZZERS     := cmd/convex-shim:FuzzParseArgs cmd/convex-shim:FuzzParseForward cmd/convex-shim:FuzzRouteOrigin internal/whatwgurl:FuzzParse
 TEST_START  := $(shell date +%s)
 
 test: deps
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
-	@for f in $(FUZZERS); do \
+	@for pf in $(FUZZERS); do \
+		p=$${pf%%:*}; f=$${pf#*:}; \
 		echo "fuzz $$f for $(FUZZTIME)"; \
-		out=$$($(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./cmd/convex-shim 2>&1) || { echo "$$out"; exit 1; }; \
+		out=$$($(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./$$p 2>&1) || { echo "$$out"; exit 1; }; \
 		echo "$$out" | tail -1; \
 	done
 	@# -p 1: one package at a time. The Docker end-to-end packages then never share the two
@@ -98,6 +101,7 @@ bench-deps:
 		dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v unshare >/dev/null || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 		echo "make bench-deps: installing$$missing"; \

@@ -1,9 +1,13 @@
 package main
 
 import (
-	"github.com/convex-shim/convex-shim/forward"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/convex-shim/convex-shim/forward"
+	"github.com/convex-shim/convex-shim/internal/whatwgurl"
 )
 
 // The parsers take operator input from flags and the environment. Whatever
@@ -39,12 +43,12 @@ func FuzzParseArgs(f *testing.F) {
 			}
 			return
 		}
-		seen := map[string]bool{}
-		for _, fw := range c.forwards {
-			if seen[fw.listen] {
-				t.Fatalf("listen address %s twice: %+v", fw.listen, c.forwards)
+		for i, fw := range c.forwards {
+			// Two listeners on one address (however written) would stop
+			// the shim with "address already in use".
+			if j := (&config{forwards: c.forwards[:i]}).forwardIndex(fw.listen); j >= 0 {
+				t.Fatalf("listen address %s taken by %s already: %+v", fw.listen, c.forwards[j].listen, c.forwards)
 			}
-			seen[fw.listen] = true
 			if !c.allowPublic && !forward.IsLoopback(fw.listen) {
 				t.Fatalf("non-loopback %s accepted without --allow-public", fw.listen)
 			}
@@ -74,7 +78,8 @@ func FuzzParseForward(f *testing.F) {
 }
 
 func FuzzRouteOrigin(f *testing.F) {
-	for _, s := range []string{"http://127.0.0.1", "HTTP://LOCALHOST:8080/x", "https://a.example", "http://[::1]:9000", "http://127.0.0.1:3210", "garbage", "", "http://[::ffff:127.0.0.1]:0"} {
+	for _, s := range []string{"http://127.0.0.1", "HTTP://LOCALHOST:8080/x", "https://a.example", "http://[::1]:9000", "http://127.0.0.1:3210", "garbage", "", "http://[::ffff:127.0.0.1]:0",
+		"http://127.1:080", `http:0x7f.1:8085\x`, " http://0:8094\t", "http://[::]:3210", "http://%31%32%37.1:3211/http", "http://１２７.１"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, origin string) {
@@ -90,11 +95,20 @@ func FuzzRouteOrigin(f *testing.F) {
 				if fw.target != "127.0.0.1:3210" && fw.target != "127.0.0.1:3211" {
 					t.Fatalf("origin %q: target %q", origin, fw.target)
 				}
+				// Listen where Node connects, written one way only.
+				ap, err := netip.ParseAddrPort(fw.listen)
+				u, perr := whatwgurl.Parse(origin)
+				if err != nil || ap.String() != fw.listen || perr != nil || int(ap.Port()) != u.ConnectPort() {
+					t.Fatalf("origin %q (%v, %v): listen %q", origin, u, perr, fw.listen)
+				}
+			}
+			if r.served && (len(r.forwards) > 0 || !r.debug) {
+				t.Fatalf("origin %q: served by the backend, yet %+v", origin, r)
 			}
 			if len(r.forwards) > 0 && r.notice != "" {
 				t.Fatalf("origin %q: both forwards and a notice", origin)
 			}
-			if strings.Contains(r.notice, "\n") {
+			if strings.IndexFunc(r.notice, func(r rune) bool { return !strconv.IsPrint(r) }) >= 0 {
 				t.Fatalf("origin %q: multi-line notice", origin)
 			}
 		}

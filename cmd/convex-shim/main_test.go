@@ -524,6 +524,17 @@ func TestPID1OriginForwards(t *testing.T) {
 			"http://127.0.0.1/version": "127.0.0.1:3210",
 			"http://[::1]/version":     "127.0.0.1:3210",
 		}},
+		// As Node's new URL reads them: 127.0.0.1:80, the default's own
+		// listener (no "address already in use"), and 0.0.0.0, which
+		// Linux connects to 127.0.0.1.
+		{"as Node parses them", "http://0x7f.1:080", `http:0.0.0.0:8094\x`, map[string]string{
+			"http://127.0.0.1/version":    "127.0.0.1:3210",
+			"http://0.0.0.0:8094/version": "127.0.0.1:3211",
+		}},
+		// The backend listens on IPv4 only.
+		{"[::1] on the backend's port", "http://[::1]:3210", "", map[string]string{
+			"http://[::1]:3210/version": "127.0.0.1:3210",
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var urls []string

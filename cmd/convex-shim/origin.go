@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/convex-shim/convex-shim/internal/whatwgurl"
 )
 
 // The backend's fixed ports (run_backend.sh passes them; IPv4, 0.0.0.0).
@@ -37,113 +40,132 @@ type originRoute struct {
 	forwards []forwardSpec // loopback listeners to add
 	notice   string        // one line for the operator, if any
 	debug    bool          // the notice is routine: log it only with -v
+	// served: Node's calls to the origin reach the backend's own listener
+	// with no forward (see servedByBackend).
+	served bool
 }
 
-// routeOrigin decides what an origin URL needs. Values are logged (they are
-// URLs, not secrets); nothing else from the environment is.
+// servedByBackend reports whether every connection Node makes for value
+// (an origin URL, parsed as Node parses it) reaches the backend's own
+// listener for backendPort, so neither a forward nor any rerouting is
+// needed: plain http to 0.0.0.0 or an address in 127.0.0.0/8 (also
+// IPv4-mapped) on backendPort; for a site origin (backendPort 3211) with a
+// path under /http, on 3210, which serves HTTP actions there as the site
+// proxy on 3211 does at the root. localhost is not: Node may resolve it to ::1 first, where the
+// backend (IPv4 only) does not listen; routeOrigin forwards [::1] for it.
+func servedByBackend(value string, backendPort int) bool {
+	return routeOrigin("", value, backendPort).served
+}
+
+// routeOrigin decides what an origin URL needs. The host and port come from
+// WHATWG URL parsing, as Node's new URL gives them, so that the forward
+// listens where Node will connect (http://127.1:080 is 127.0.0.1:80).
+// Values are logged redacted (user info hidden); nothing else from the
+// environment is.
 func routeOrigin(env, value string, backendPort int) originRoute {
 	if value == "" {
 		return originRoute{}
 	}
-	// Only the redacted form is ever logged: an origin may carry a password.
-	raw := value
-	value = redactOrigin(raw)
-	scheme, host, port, ok := splitOrigin(raw)
-	if !ok {
-		return originRoute{notice: fmt.Sprintf("%s=%q is not a URL such as http://127.0.0.1; no forward derived from it (Node actions will fail to call back)", env, value)}
+	shown := redactOrigin(value) // an origin may carry a password
+	u, err := whatwgurl.Parse(value)
+	if err != nil {
+		why := "Node's new URL rejects it"
+		if se := (*whatwgurl.SchemeError)(nil); errors.As(err, &se) {
+			why = se.Error()
+		}
+		return originRoute{notice: fmt.Sprintf("%s=%q is not a URL such as http://127.0.0.1 (%s); no forward derived from it (Node actions will fail to call back)", env, shown, why)}
 	}
-	if port == "" {
-		port = map[string]string{"http": "80", "https": "443"}[scheme]
+	port := u.ConnectPort()
+	where := printable(u.Host + ":" + strconv.Itoa(port))
+	if port == 0 {
+		return originRoute{notice: fmt.Sprintf("%s=%q has port 0, not 1 to 65535; no forward derived from it", env, shown)}
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return originRoute{notice: fmt.Sprintf("%s=%q has port %q, not 1 to 65535; no forward derived from it", env, value, port)}
-	}
-	where := net.JoinHostPort(host, port)
-
-	var ips []netip.Addr
-	if host == "localhost" {
-		// Node tries both families for localhost; [::1] is optional because
-		// the kernel may have no IPv6.
-		ips = []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}
-	} else if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap().IsLoopback() {
-		ips = []netip.Addr{ip.Unmap()}
-	}
-	if ips == nil {
+	targets := localTargets(u)
+	if targets == nil {
 		return originRoute{notice: fmt.Sprintf("%s is %s: %s to %s, out of the container, so the container must reach that address (DNS, routing, TLS). "+
 			"A loopback origin such as http://127.0.0.1:%d keeps them inside, but the backend also gives this origin to clients, and upstream has no separate internal callback URL",
-			env, value, whatGoes[backendPort], where, backendPort)}
+			env, shown, whatGoes[backendPort], where, backendPort)}
 	}
-	if scheme == "https" {
-		return originRoute{notice: fmt.Sprintf("%s=%s is https on a loopback address: the backend speaks plain HTTP, so callbacks to %s fail; use http://127.0.0.1", env, value, where)}
+	if u.Scheme == "https" {
+		return originRoute{notice: fmt.Sprintf("%s=%s is https on a loopback address: the backend speaks plain HTTP, so callbacks to %s fail; use http://127.0.0.1", env, shown, where)}
 	}
 
-	n, _ := strconv.Atoi(port)
-	switch n {
-	case backendPort:
-		return originRoute{debug: true, notice: fmt.Sprintf("%s=%s: the backend itself listens on %s; no forward needed", env, value, where)}
-	case apiPort, sitePort:
-		return originRoute{notice: fmt.Sprintf("%s=%s names port %d, which is the backend's other port; it stands for port %d, so check the value", env, value, n, backendPort)}
+	// The backend's 3210 also serves HTTP actions under /http (facts §11,
+	// the Fly guide's site origin is the cloud origin plus /http), so a
+	// site origin with that path stands for 3210, where the path means
+	// what it says; on 3211 it would become /http/http/….
+	serving := backendPort
+	if backendPort == sitePort && (u.Path == "/http" || strings.HasPrefix(u.Path, "/http/")) {
+		serving = apiPort
+	}
+	if port != serving && (port == apiPort || port == sitePort) {
+		return originRoute{notice: fmt.Sprintf("%s=%s names port %d, which is the backend's other port; it stands for port %d, so check the value", env, shown, port, serving)}
 	}
 	r := originRoute{}
-	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(backendPort))
-	for i, ip := range ips {
+	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(serving))
+	for i, ip := range targets {
+		if ip.Is4() && port == serving {
+			continue // the backend listens on 0.0.0.0, which all of 127/8 reaches
+		}
 		r.forwards = append(r.forwards, forwardSpec{
-			listen:   net.JoinHostPort(ip.String(), port),
-			target:   target,
-			from:     env,
-			optional: i > 0,
+			listen: netip.AddrPortFrom(ip, uint16(port)).String(),
+			target: target,
+			from:   env,
+			// [::1] is optional: the kernel may have no IPv6, and then
+			// Node cannot connect there either.
+			optional: i > 0 || ip.Is6(),
 		})
+	}
+	if r.forwards == nil {
+		r.served, r.debug = true, true
+		r.notice = fmt.Sprintf("%s=%s: the backend itself listens on %s; no forward needed", env, shown, where)
 	}
 	return r
 }
 
-// splitOrigin takes an origin URL apart as WHATWG's URL parser, which Node
-// uses, would for the parts that decide where a callback goes: scheme (lower
-// case), host (lower case, IPv6 without brackets) and port (empty if none).
-// Path, query, fragment and user info do not matter. (Not net/url: it is
-// 10 KB of binary for these few lines.)
-func splitOrigin(origin string) (scheme, host, port string, ok bool) {
-	if strings.IndexFunc(origin, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
-		return "", "", "", false // spaces and control characters: a pasting accident
-	}
-	scheme, rest, found := strings.Cut(origin, "://")
-	scheme = strings.ToLower(scheme)
-	if !found || (scheme != "http" && scheme != "https") {
-		return "", "", "", false
-	}
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		rest = rest[:i]
-	}
-	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
-		rest = rest[i+1:]
-	}
-	host = rest
-	if strings.HasPrefix(rest, "[") {
-		end := strings.IndexByte(rest, ']')
-		if end < 0 {
-			return "", "", "", false
+// localTargets are the addresses on this machine that Node connects to for
+// u, or nil when it connects elsewhere. Linux connects 0.0.0.0 to 127.0.0.1
+// and :: to ::1; an IPv4-mapped address is its IPv4 address. localhost is
+// both families: Node 20 and later resolve it with getaddrinfo and try each
+// address (autoSelectFamily), and Docker's /etc/hosts lists both. Other
+// names, *.localhost included, go to DNS: nothing routes them here.
+func localTargets(u whatwgurl.URL) []netip.Addr {
+	switch u.Kind {
+	case whatwgurl.Name:
+		if u.Host == "localhost" {
+			return []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()}
 		}
-		host, rest = rest[1:end], rest[end+1:]
-		if rest != "" && !strings.HasPrefix(rest, ":") {
-			return "", "", "", false
-		}
-		port = strings.TrimPrefix(rest, ":")
-	} else if i := strings.LastIndexByte(rest, ':'); i >= 0 {
-		host, port = rest[:i], rest[i+1:]
+		return nil
 	}
-	if host == "" || strings.ContainsAny(host, " []") || strings.Contains(port, ":") {
-		return "", "", "", false
+	ip := u.Addr.Unmap()
+	switch {
+	case ip.Is4() && ip.IsUnspecified():
+		return []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1})}
+	case ip.Is6() && ip.IsUnspecified():
+		return []netip.Addr{netip.IPv6Loopback()}
+	case ip.IsLoopback():
+		return []netip.Addr{ip}
 	}
-	return scheme, strings.ToLower(host), port, true
+	return nil
+}
+
+// printable quotes s when it holds anything that is not printable, so that
+// a notice stays one readable line.
+func printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !strconv.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // redactOrigin hides user info ("user:password@") in an origin, so that a
 // notice that names the origin cannot leak a credential.
 func redactOrigin(origin string) string {
-	if strings.IndexFunc(origin, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0 {
-		// A log line must stay one line, whatever the variable holds.
+	if strings.IndexFunc(origin, func(r rune) bool { return !strconv.IsPrint(r) }) >= 0 {
+		// A log line must stay one line, whatever the variable holds
+		// (U+0085 and U+2028 end lines too, for some viewers).
 		return strconv.Quote(redactOrigin(strings.Map(func(r rune) rune {
-			if r < ' ' || r == 0x7f {
+			if !strconv.IsPrint(r) {
 				return ' '
 			}
 			return r
@@ -197,9 +219,23 @@ func addOriginForwards(c *config, getenv func(string) string) {
 	}
 }
 
+// forwardIndex finds the configured forward that already takes
+// connections for listen: the same address and port however written
+// (127.0.0.1:080 is 127.0.0.1:80), or a wildcard listener on that port
+// (0.0.0.0 takes IPv4, :: both families), which a second bind would
+// collide with.
 func (c *config) forwardIndex(listen string) int {
+	want, werr := netip.ParseAddrPort(listen)
 	for i, f := range c.forwards {
 		if f.listen == listen {
+			return i
+		}
+		have, err := netip.ParseAddrPort(f.listen)
+		if err != nil || werr != nil || have.Port() != want.Port() {
+			continue
+		}
+		h, w := have.Addr().Unmap(), want.Addr().Unmap()
+		if h == w || h.IsUnspecified() && (h.Is6() || w.Is4()) {
 			return i
 		}
 	}

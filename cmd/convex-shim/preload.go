@@ -42,13 +42,6 @@ func setNodeRoutes(c *config, getenv func(string) string) {
 	}
 }
 
-// servedByBackend reports an origin whose calls reach the backend's own
-// port without help (http://127.0.0.1:3210): no preload route needed.
-func servedByBackend(origin string, port int) bool {
-	r := routeOrigin("", origin, port)
-	return r.debug && len(r.forwards) == 0 // routeOrigin's "the backend itself listens"
-}
-
 // nodeRoutesText says what the preload sends where, for the startup line.
 func nodeRoutesText(routes []preload.Route) string {
 	var parts []string
