@@ -685,6 +685,7 @@ type NodeResult struct {
 		OK    bool            `json:"ok"`
 		Value json.RawMessage `json:"value"`
 		Error string          `json:"error"`
+		Ms    float64         `json:"ms"` // how long the op took, timed by the Node server
 	} `json:"results"`
 }
 
