@@ -430,13 +430,20 @@ func Track(t testing.TB, name string) *Container {
 // since cleanups run last-registered first).
 func Volume(t testing.TB) string {
 	t.Helper()
+	return create(t, "volume", "convex-e2e-vol-")
+}
+
+// create creates a Docker object of kind (volume, network) under a random name with prefix,
+// and removes it when the test ends.
+func create(t testing.TB, kind, prefix string) string {
+	t.Helper()
 	RequireDocker(t)
-	name := RandomName("convex-e2e-vol-")
-	if _, err := Docker("volume", "create", name); err != nil {
+	name := RandomName(prefix)
+	if _, err := Docker(kind, "create", name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if _, err := Docker("volume", "rm", "-f", name); err != nil {
+		if _, err := Docker(kind, "rm", name); err != nil {
 			t.Log(err)
 		}
 	})

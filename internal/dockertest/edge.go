@@ -37,17 +37,7 @@ func BuildEdge(t testing.TB) string {
 // which must be started after this call: cleanups run last-registered first).
 func Network(t testing.TB) string {
 	t.Helper()
-	RequireDocker(t)
-	name := RandomName("convex-e2e-net-")
-	if _, err := Docker("network", "create", name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := Docker("network", "rm", name); err != nil {
-			t.Log(err)
-		}
-	})
-	return name
+	return create(t, "network", "convex-e2e-net-")
 }
 
 // EdgeOptions for StartEdge.
