@@ -328,7 +328,7 @@ func TestPreloadFails(t *testing.T) {
 		}
 	}
 	t.Logf("preload blocked by a user --require: all %d callbacks ok through the edge; log: %q", len(allOps), lines)
-	if len(lines) != 1 {
-		t.Errorf("the log has %d \"convex-shim: node preload: \" lines, want exactly 1: %q", len(lines), lines)
+	if len(lines) != 1 || !strings.Contains(lines[0], "fetch") {
+		t.Errorf("the log has %d \"convex-shim: node preload: \" lines, want exactly 1, saying what became of fetch: %q", len(lines), lines)
 	}
 }
