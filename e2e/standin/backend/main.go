@@ -7,7 +7,10 @@
 //   - it handles only SIGINT: the first drains and exits 0, a second exits 1 at once; every
 //     other signal keeps its default action (facts §4);
 //   - its Node server is a child in its own process group, reached over a Unix socket, and
-//     calls back to whatever host:port --convex-origin names (facts §1, §5).
+//     calls back to whatever host:port --convex-origin names (facts §1, §5);
+//   - the Node server inherits its environment unchanged, NODE_OPTIONS included, must be up
+//     within 5 s or the action fails, and gets the action's variables (CONVEX_CLOUD_URL,
+//     CONVEX_SITE_URL) to put in process.env in place of its own (facts §11).
 //
 // Typical use: built by ../build.sh into an image whose run_backend.sh execs it with the real
 // script's arguments (--port 3210 --site-proxy-port 3211 --convex-origin ... --convex-site ...).
