@@ -177,12 +177,12 @@ func checkDist(t *testing.T, dist, version string) {
 			t.Errorf("SHA256SUMS lacks %q:\n%s", line, sums)
 		}
 		checkStatic(t, name, data, machine)
-		// Issue #5's target: the shim is copied into every backend image and
-		// volume. make bench reports it too; here growth fails at once.
+		// The shim is copied into every backend image and volume. make bench
+		// reports the size too; here growth fails at once.
 		if len(data) > maxBinarySize {
-			t.Errorf("%s: %d bytes, over the %d-byte (2.5 MiB) budget for the stripped static binary", name, len(data), maxBinarySize)
+			t.Errorf("%s: %d bytes, over the %d-byte (3 MiB) budget for the stripped static binary", name, len(data), maxBinarySize)
 		} else {
-			t.Logf("%s: %d bytes, %d under the 2.5 MiB budget", name, len(data), maxBinarySize-len(data))
+			t.Logf("%s: %d bytes, %d under the 3 MiB budget", name, len(data), maxBinarySize-len(data))
 		}
 		// -X main.version puts the string in the binary.
 		if !bytes.Contains(data, []byte(version)) {
@@ -277,8 +277,12 @@ func TestReleaseReproducible(t *testing.T) {
 	}
 }
 
-// maxBinarySize is 2.5 MiB, the budget for a release binary as make release strips it.
-const maxBinarySize = 5 << 19
+// maxBinarySize is 3 MiB, the budget for a release binary as make release strips it. The
+// shim is copied into every backend image and shared volume, and it uses the standard
+// library wherever it fits (flag, log, text/tabwriter): the budget leaves room for that and
+// for growth, so it is a guard against accidental growth (a dependency that drags in
+// net/http, say), not a reason to hand-write what the library does.
+const maxBinarySize = 3 * 1024 * 1024
 
 // testVersion is the version the module proxy below serves.
 const testVersion = "v0.0.1-test"

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 )
 
@@ -21,8 +22,9 @@ const checkTimeout = 3 * time.Second
 
 // runCheck prints the routing table and probes every forward end to end,
 // GET /version through its listen address, as a Node action's callback
-// would travel. It needs no curl in the image, so it serves as a Docker
-// HEALTHCHECK and a Kubernetes exec probe.
+// would travel, and every route of the fetch preload at its target. It
+// needs no curl in the image, so it serves as a Docker HEALTHCHECK and a
+// Kubernetes exec probe.
 func runCheck(c config, out io.Writer) int {
 	routes := c.forwards
 	if len(routes) == 0 {
@@ -43,6 +45,17 @@ func runCheck(c config, out io.Writer) int {
 		}
 		rows = append(rows, []string{f.listen, f.target, f.from, result})
 	}
+	// The fetch preload's routes: Node's calls to an origin go straight to
+	// the backend's port, so the probe goes there too.
+	for _, r := range c.nodeRoutes {
+		target := strings.TrimPrefix(r.To, "http://")
+		_, port, _ := net.SplitHostPort(target)
+		result := "ok"
+		if err := getVersion(target, port == strconv.Itoa(apiPort)); err != nil {
+			result, failed = "FAIL: "+err.Error(), failed+1
+		}
+		rows = append(rows, []string{"fetch " + redactOrigin(r.From), target, r.Env + " (node preload)", result})
+	}
 	printTable(out, rows)
 	for _, n := range c.notices {
 		if !n.debug {
@@ -50,7 +63,7 @@ func runCheck(c config, out io.Writer) int {
 		}
 	}
 	if failed > 0 {
-		fmt.Fprintf(out, "%d of %d routes failed\n", failed, len(routes))
+		fmt.Fprintf(out, "%d of %d routes failed\n", failed, len(rows)-1)
 		return exitCheckFailed
 	}
 	return 0
@@ -112,23 +125,11 @@ func bare(err error) error {
 	return err
 }
 
-// printTable aligns columns two spaces apart (text/tabwriter would add 8 KB).
+// printTable aligns columns two spaces apart; the last column is not padded.
 func printTable(out io.Writer, rows [][]string) {
-	width := make([]int, len(rows[0]))
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	for _, r := range rows {
-		for i, cell := range r {
-			width[i] = max(width[i], len(cell))
-		}
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
-	for _, r := range rows {
-		var b strings.Builder
-		for i, cell := range r {
-			if i == len(r)-1 {
-				b.WriteString(cell)
-				break
-			}
-			fmt.Fprintf(&b, "%-*s  ", width[i], cell)
-		}
-		fmt.Fprintln(out, b.String())
-	}
+	tw.Flush()
 }

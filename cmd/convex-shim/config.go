@@ -2,13 +2,16 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/convex-shim/convex-shim/forward"
+	"github.com/convex-shim/convex-shim/preload"
 	"github.com/convex-shim/convex-shim/shim"
 	"golang.org/x/sys/unix"
 )
@@ -29,6 +32,9 @@ type config struct {
 	cleanupGrace time.Duration
 	verbose      bool
 	program      []string // program and its arguments
+
+	nodePreload bool            // give Node the fetch preload (preload.go)
+	nodeRoutes  []preload.Route // what it routes; set by setNodeRoutes
 }
 
 type forwardSpec struct {
@@ -44,55 +50,93 @@ type notice struct {
 	debug bool // routine: logged only with -v
 }
 
-// setting is one operator knob: a flag, its environment twin and its
-// default. The list below is the single source for parsing and --help.
+// kind is how a flag takes its value on the command line.
+type kind int
+
+const (
+	switchKind kind = iota // --name alone is true, --name=false turns it off; the next argument is never its value
+	valueKind              // --name VALUE or --name=VALUE; given twice, the last one wins
+	listKind               // a value that may be repeated; the values join with commas, as the env twin lists them
+)
+
+// setting is one operator knob: a flag, its short alias, its environment
+// twin and its default. The settings table is the single source for the
+// parser, --help, the package doc and the README's usage table
+// (TestDocsMatchSettings fails when a document differs from the table;
+// go generate rewrites both), so adding a setting is one entry here.
 type setting struct {
-	name, env, def, arg, usage string
-	bool                       bool // a switch: --name alone means true
-	apply                      func(c *config, v string) error
+	name  string // the flag, given with one or two dashes
+	short string // a one-letter alias, or ""
+	env   string // the CONVEX_SHIM_* twin, or "" for none (see settings)
+	kind  kind
+	arg   string // what the value is, for --help; "" for a switch
+	def   string // used when neither the flag nor the twin is given; "" for none
+	usage string
+	// apply validates v and sets it in c; from is where v came from (a
+	// flag, the twin, "default"), for the messages of later checks.
+	apply func(c *config, v, from string) error
 }
 
+// settings apply in this order. --help and --version come first: asked for,
+// they answer whatever else is wrong. They, --check and --install have no
+// env twin on purpose: each replaces the normal run, so set in an image's
+// environment it would keep every container from starting the backend.
 var settings = []setting{
 	{
-		name: "forward", env: "CONVEX_SHIM_FORWARD", arg: "LISTEN=TARGET",
+		name: "help", short: "h", env: "", kind: switchKind, def: "false",
+		usage: "print this help and exit 0",
+		apply: func(_ *config, v, _ string) error { return ask(v, errHelp) },
+	},
+	{
+		name: "version", env: "", kind: switchKind, def: "false",
+		usage: "print the version and exit 0",
+		apply: func(_ *config, v, _ string) error { return ask(v, errVersion) },
+	},
+	{
+		name: "forward", env: "CONVEX_SHIM_FORWARD", kind: listKind, arg: "LISTEN=TARGET",
 		def:   "127.0.0.1:80=127.0.0.1:3210",
 		usage: "forward connections on LISTEN to TARGET, both host:port; repeat the flag (or separate with commas in the env twin) for more; \"off\" for no forwards at all, automatic ones included",
 		apply: applyForwards,
 	},
 	{
-		name: "auto-forward", env: "CONVEX_SHIM_AUTO_FORWARD", bool: true, def: "true",
+		name: "auto-forward", env: "CONVEX_SHIM_AUTO_FORWARD", kind: switchKind, def: "true",
 		usage: "also forward the loopback address and port that CONVEX_CLOUD_ORIGIN (to 3210) and CONVEX_SITE_ORIGIN (to 3211) name, where the backend does not listen itself",
-		apply: func(c *config, v string) (err error) { c.autoForward, err = parseBool(v); return },
+		apply: func(c *config, v, _ string) (err error) { c.autoForward, err = parseBool(v); return },
 	},
 	{
-		name: "allow-public", env: "CONVEX_SHIM_ALLOW_PUBLIC", bool: true, def: "false",
+		name: "node-preload", env: "CONVEX_SHIM_NODE_PRELOAD", kind: switchKind, def: "true",
+		usage: "add to the backend's NODE_OPTIONS a preload (no file) that sends Node's fetch calls to CONVEX_CLOUD_ORIGIN to 127.0.0.1:3210 and to CONVEX_SITE_ORIGIN to 127.0.0.1:3211, inside the container, public https origins included; node:https, axios and other clients in user code still go to the origin",
+		apply: func(c *config, v, _ string) (err error) { c.nodePreload, err = parseBool(v); return },
+	},
+	{
+		name: "allow-public", env: "CONVEX_SHIM_ALLOW_PUBLIC", kind: switchKind, def: "false",
 		usage: "allow a forward to listen on a non-loopback address; it exposes the backend's admin API to that network",
-		apply: func(c *config, v string) (err error) { c.allowPublic, err = parseBool(v); return },
+		apply: func(c *config, v, _ string) (err error) { c.allowPublic, err = parseBool(v); return },
 	},
 	{
-		name: "dial-retry", env: "CONVEX_SHIM_DIAL_RETRY", arg: "DURATION", def: "60s",
+		name: "dial-retry", env: "CONVEX_SHIM_DIAL_RETRY", kind: valueKind, arg: "DURATION", def: "60s",
 		usage: "how long a forwarded connection waits for the backend to accept before it is closed",
-		apply: func(c *config, v string) (err error) { c.dialRetry, err = parseDuration(v, false); return },
+		apply: func(c *config, v, _ string) (err error) { c.dialRetry, err = parseDuration(v, false); return },
 	},
 	{
-		name: "stop-signal", env: "CONVEX_SHIM_STOP_SIGNAL", arg: "SIGNAL", def: "SIGINT",
+		name: "stop-signal", env: "CONVEX_SHIM_STOP_SIGNAL", kind: valueKind, arg: "SIGNAL", def: "SIGINT",
 		usage: "the signal a stop request (SIGTERM, SIGINT or SIGQUIT) becomes; the Convex backend drains only on SIGINT",
-		apply: func(c *config, v string) (err error) { c.stopSignal, err = parseSignal(v); return },
+		apply: func(c *config, v, _ string) (err error) { c.stopSignal, err = parseSignal(v); return },
 	},
 	{
-		name: "grace", env: "CONVEX_SHIM_GRACE", arg: "DURATION", def: shim.DefaultGrace.String(),
+		name: "grace", env: "CONVEX_SHIM_GRACE", kind: valueKind, arg: "DURATION", def: shim.DefaultGrace.String(),
 		usage: "after the first stop request, SIGKILL the backend's process group once this has passed; keep it below the platform's stop timeout; 0 waits forever",
-		apply: func(c *config, v string) (err error) { c.grace, err = parseDuration(v, true); return },
+		apply: func(c *config, v, _ string) (err error) { c.grace, err = parseDuration(v, true); return },
 	},
 	{
-		name: "cleanup-grace", env: "CONVEX_SHIM_CLEANUP_GRACE", arg: "DURATION", def: shim.DefaultCleanupGrace.String(),
+		name: "cleanup-grace", env: "CONVEX_SHIM_CLEANUP_GRACE", kind: valueKind, arg: "DURATION", def: shim.DefaultCleanupGrace.String(),
 		usage: "after the backend exits, how long its leftover processes get between SIGTERM and SIGKILL",
-		apply: func(c *config, v string) (err error) { c.cleanupGrace, err = parseDuration(v, false); return },
+		apply: func(c *config, v, _ string) (err error) { c.cleanupGrace, err = parseDuration(v, false); return },
 	},
 	{
-		name: "parent-death-signal", env: "CONVEX_SHIM_PARENT_DEATH_SIGNAL", arg: "SIGNAL", def: "SIGKILL",
+		name: "parent-death-signal", env: "CONVEX_SHIM_PARENT_DEATH_SIGNAL", kind: valueKind, arg: "SIGNAL", def: "SIGKILL",
 		usage: "when convex-shim is not PID 1 and dies without cleaning up (SIGKILL, OOM), the kernel sends this to the backend, so no backend runs on with its forwards gone; \"none\" to let it run",
-		apply: func(c *config, v string) (err error) {
+		apply: func(c *config, v, _ string) (err error) {
 			if strings.EqualFold(v, "none") {
 				c.deathSignal = 0
 				return nil
@@ -102,9 +146,19 @@ var settings = []setting{
 		},
 	},
 	{
-		name: "verbose", env: "CONVEX_SHIM_VERBOSE", bool: true, def: "false",
+		name: "verbose", short: "v", env: "CONVEX_SHIM_VERBOSE", kind: switchKind, def: "false",
 		usage: "log each connection, signal and reaped process (to stderr)",
-		apply: func(c *config, v string) (err error) { c.verbose, err = parseBool(v); return },
+		apply: func(c *config, v, _ string) (err error) { c.verbose, err = parseBool(v); return },
+	},
+	{
+		name: "check", env: "", kind: switchKind, def: "false",
+		usage: "print the routing table and probe every forward end to end (GET /version through its listen address); exit 0 if all answer, 1 if not. Reads the same flags and environment as a normal start, so use it as a Docker HEALTHCHECK or Kubernetes exec probe; no program is needed",
+		apply: func(c *config, v, _ string) (err error) { c.check, err = parseBool(v); return },
+	},
+	{
+		name: "install", env: "", kind: valueKind, arg: "DIR", def: "",
+		usage: "copy this binary to DIR/convex-shim and exit: how the shim-only image (FROM scratch) puts it on a volume shared with a stock backend container; no program is needed",
+		apply: func(c *config, v, _ string) error { c.installDir = v; return nil },
 	},
 }
 
@@ -114,50 +168,28 @@ var (
 	errVersion = errors.New("version requested")
 )
 
+// ask is the apply of --help and --version: asked for, it ends parsing with
+// answer, which main prints.
+func ask(v string, answer error) error {
+	on, err := parseBool(v)
+	if on {
+		return answer
+	}
+	return err
+}
+
 // parse reads flags, then their environment twins, then defaults, in that
 // order of precedence. It never reads the process's environment itself.
 func parse(args []string, getenv func(string) string) (config, error) {
-	given, rest, err := scanArgs(args)
+	given, rest, err := parseFlags(args)
 	if err != nil {
 		return config{}, fmt.Errorf("%v; run convex-shim --help for the flags", err)
 	}
-	modes := map[string]bool{}
-	for _, m := range []string{"help", "version", "check"} {
-		if v := given[m]; len(v) > 0 {
-			on, err := parseBool(v[len(v)-1])
-			if err != nil {
-				return config{}, fmt.Errorf("--%s %q: %w", m, v[len(v)-1], err)
-			}
-			modes[m] = on
-		}
-	}
-	if modes["help"] {
-		return config{}, errHelp
-	}
-	if modes["version"] {
-		return config{}, errVersion
-	}
-
 	var c config
 	for _, s := range settings {
-		vals, source := given[s.name], "--"+s.name
-		if len(vals) == 0 {
-			if v := getenv(s.env); v != "" {
-				vals, source = []string{v}, s.env
-			} else {
-				vals, source = []string{s.def}, "default"
-			}
-		}
-		if s.name == "forward" {
-			vals = []string{strings.Join(vals, ",")}
-		} else {
-			vals = vals[len(vals)-1:] // the last one wins, as with any flag
-		}
-		if s.name == "forward" {
-			c.forwardsFrom = source
-		}
-		if err := s.apply(&c, vals[0]); err != nil {
-			return config{}, fmt.Errorf("%s %q: %w", source, vals[0], err)
+		v, from := s.value(given[s.name], getenv)
+		if err := s.apply(&c, v, from); err != nil {
+			return config{}, fmt.Errorf("%s %q: %w", from, v, err)
 		}
 	}
 	if c.forwards == nil {
@@ -171,10 +203,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 			}
 		}
 	}
-	c.check, c.program = modes["check"], rest
-	if v := given["install"]; len(v) > 0 {
-		c.installDir = v[len(v)-1]
-	}
+	c.program = rest
 	if c.check || c.installDir != "" {
 		return c, nil // modes that run no program
 	}
@@ -187,55 +216,76 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	return c, nil
 }
 
-// scanArgs splits the command line into flag values by name and the
-// program with its arguments. Flags take one or two dashes, and a value as
-// --name=value or --name value; switches take =true/=false or nothing. The
-// first argument that is not a flag, or everything after "--", is the
-// program. (Hand-written, not package flag: flag's use of reflection keeps
-// about 220 KB of otherwise dead methods in the binary.)
-func scanArgs(args []string) (given map[string][]string, rest []string, err error) {
-	given = map[string][]string{}
-	takesValue := map[string]bool{"install": true}
-	switches := map[string]bool{"help": true, "version": true, "check": true}
-	for _, s := range settings {
-		takesValue[s.name], switches[s.name] = !s.bool, s.bool
+// value is what s is set to and where that came from: the flag (a list's
+// values joined, otherwise the last one given), else the env twin if it is
+// set and not empty, else the default.
+func (s setting) value(flags []string, getenv func(string) string) (v, from string) {
+	switch {
+	case len(flags) > 0 && s.kind == listKind:
+		return strings.Join(flags, ","), "--" + s.name
+	case len(flags) > 0:
+		return flags[len(flags)-1], "--" + s.name
+	case s.env != "" && getenv(s.env) != "":
+		return getenv(s.env), s.env
 	}
-	alias := map[string]string{"h": "help", "v": "verbose"}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			return given, args[i+1:], nil
-		}
-		if len(a) < 2 || a[0] != '-' {
-			return given, args[i:], nil
-		}
-		name, value, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
-		if n, ok := alias[name]; ok {
-			name = n
-		}
-		switch {
-		case switches[name]:
-			if !hasValue {
-				value = "true"
-			}
-		case takesValue[name]:
-			if !hasValue {
-				if i+1 == len(args) {
-					return nil, nil, fmt.Errorf("flag %s needs a value", a)
-				}
-				i++
-				value = args[i]
-			}
-		default:
-			return nil, nil, fmt.Errorf("unknown flag %s", a)
-		}
-		given[name] = append(given[name], value)
-	}
-	return given, nil, nil
+	return s.def, "default"
 }
 
-func applyForwards(c *config, v string) error {
-	c.forwards = nil
+// parseFlags splits the command line into each setting's flag values, as
+// given, and the program with its arguments: package flag's syntax, which
+// stops at the first argument that is not a flag or after "--". The values
+// are only collected here; the settings' apply validates them once the twins
+// are known, so that every error names where its value came from.
+func parseFlags(args []string) (given map[string][]string, program []string, err error) {
+	given = map[string][]string{}
+	fs := flag.NewFlagSet("convex-shim", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reworded below; --help is usage()
+	fs.Usage = func() {}
+	for _, s := range settings {
+		collect := func(v string) error {
+			given[s.name] = append(given[s.name], v)
+			return nil
+		}
+		for _, name := range []string{s.name, s.short} {
+			switch {
+			case name == "":
+			case s.kind == switchKind:
+				fs.BoolFunc(name, s.usage, collect)
+			default:
+				fs.Func(name, s.usage, collect)
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, flagError(fs, err, args)
+	}
+	return given, fs.Args(), nil
+}
+
+// flagError names, in one line, the argument package flag stopped at: its
+// own messages spell every flag with one dash, whatever was typed, and name
+// no fix. flag stops after an argument it cannot use (an unknown name, or a
+// value flag that ends the command line; the collectors never fail), or
+// before one that is no flag at all, such as "---x", which it reports as
+// "bad flag syntax".
+func flagError(fs *flag.FlagSet, err error, args []string) error {
+	i := len(args) - len(fs.Args()) - 1
+	if strings.HasPrefix(err.Error(), "bad flag syntax") {
+		i++
+	}
+	if i < 0 || i >= len(args) { // flag stopped nowhere: say what it said
+		return fmt.Errorf("bad command line: %w", err)
+	}
+	a := args[i]
+	name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+	if fs.Lookup(name) != nil {
+		return fmt.Errorf("flag %s needs a value", a)
+	}
+	return fmt.Errorf("unknown flag %s", a)
+}
+
+func applyForwards(c *config, v, from string) error {
+	c.forwards, c.forwardsFrom = nil, from
 	if strings.TrimSpace(v) == "off" {
 		return nil
 	}
@@ -341,4 +391,34 @@ func parseSignalAny(v string) (unix.Signal, error) {
 		return 0, errors.New("not a signal; use a name such as SIGINT, SIGTERM or SIGKILL, or a number")
 	}
 	return s, nil
+}
+
+// synopsis is how --help and the documents spell the flag: "-v, --verbose",
+// "--grace DURATION", "--forward LISTEN=TARGET (repeatable)"; q quotes each
+// spelling (Markdown's "`" in the README).
+func (s setting) synopsis(q string) string {
+	name := q + "--" + s.name
+	if s.arg != "" {
+		name += " " + s.arg
+	}
+	name += q
+	if s.short != "" {
+		name = q + "-" + s.short + q + ", " + name
+	}
+	if s.kind == listKind {
+		name += " (repeatable)"
+	}
+	return name
+}
+
+// twinAndDefault is the line under each flag in --help.
+func (s setting) twinAndDefault() string {
+	twin, def := "env "+s.env, "default "+s.def
+	if s.env == "" {
+		twin = "no env twin"
+	}
+	if s.def == "" {
+		def = "no default"
+	}
+	return twin + ", " + def
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,7 @@ var defaults = config{
 	forwards:     []forwardSpec{{listen: "127.0.0.1:80", target: "127.0.0.1:3210", from: "default"}},
 	forwardsFrom: "default",
 	autoForward:  true,
+	nodePreload:  true,
 	dialRetry:    60 * time.Second,
 	stopSignal:   unix.SIGINT,
 	deathSignal:  unix.SIGKILL,
@@ -209,24 +211,49 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestHelpAndVersion(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"-h"}, {"-help"}} {
-		if _, err := parse(args, env()); !errors.Is(err, errHelp) {
-			t.Errorf("parse(%q) = %v, want help", args, err)
+	// Asked for, help and version answer whatever else is wrong.
+	bad := env("CONVEX_SHIM_GRACE", "soon", "CONVEX_SHIM_FORWARD", "nonsense")
+	for _, tc := range []struct {
+		args []string
+		want error
+	}{
+		{[]string{"--help"}, errHelp},
+		{[]string{"-h"}, errHelp},
+		{[]string{"-help"}, errHelp},
+		{[]string{"--help=true", "--grace", "soon"}, errHelp},
+		{[]string{"--version", "--help"}, errHelp},
+		{[]string{"--version"}, errVersion},
+		{[]string{"-version", "--check", "--stop-signal", "KILL", "x"}, errVersion},
+	} {
+		if _, err := parse(tc.args, bad); !errors.Is(err, tc.want) {
+			t.Errorf("parse(%q) = %v, want %v", tc.args, err, tc.want)
 		}
+	}
+	for _, args := range [][]string{{"--help=false", "x"}, {"--version=0", "x"}} {
+		if _, err := parse(args, env()); err != nil {
+			t.Errorf("parse(%q) = %v, want a normal start", args, err)
+		}
+	}
+	if _, err := parse([]string{"--help=maybe"}, env()); err == nil || !strings.Contains(err.Error(), `--help "maybe": not a boolean`) {
+		t.Errorf("--help=maybe: %v", err)
 	}
 	var out, errOut bytes.Buffer
 	if code := run([]string{"--help"}, env(), &out, &errOut); code != 0 || errOut.Len() != 0 {
 		t.Fatalf("--help: exit %d, stderr %q", code, errOut.String())
 	}
-	// --help documents every setting, its env twin and its default.
+	// --help documents every setting, its alias, its env twin (or that it
+	// has none) and its default.
 	for _, s := range settings {
-		for _, w := range []string{"--" + s.name, s.env, "default " + s.def} {
+		for _, w := range []string{"\n  " + s.synopsis("") + "\n", "      " + s.twinAndDefault() + "\n"} {
 			if !strings.Contains(out.String(), w) {
 				t.Errorf("--help lacks %q", w)
 			}
 		}
+		if s.env != "" && !strings.Contains(out.String(), "env "+s.env+", default "+s.def+"\n") {
+			t.Errorf("--help lacks --%s's twin %s and default %q", s.name, s.env, s.def)
+		}
 	}
-	for _, w := range []string{"126", "127", "128+N", "Exit codes"} {
+	for _, w := range []string{"126", "127", "128+N", "Exit codes", "-h, --help\n", "-v, --verbose\n", "no env twin, no default\n"} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("--help lacks %q", w)
 		}
@@ -244,5 +271,156 @@ func TestUsageErrorExitCode(t *testing.T) {
 	}
 	if got := errOut.String(); !strings.HasPrefix(got, "convex-shim: ") || strings.Count(got, "\n") != 1 || out.Len() != 0 {
 		t.Fatalf("want one line on stderr, nothing on stdout; got %q / %q", got, out.String())
+	}
+}
+
+// The table's own rules, so that a new entry cannot break --help, the
+// parser or the twin convention unnoticed.
+func TestConfigTable(t *testing.T) {
+	names := map[string]bool{}
+	var twinless []string
+	for _, s := range settings {
+		for _, n := range []string{s.name, s.short} {
+			if n != "" && names[n] {
+				t.Errorf("flag %q defined twice", n)
+			}
+			names[n] = true
+		}
+		if !regexp.MustCompile(`^[a-z][a-z-]*[a-z]$`).MatchString(s.name) || len(s.short) > 1 {
+			t.Errorf("%q: want a lowercase name with dashes and at most a one-letter alias, got %q", s.name, s.short)
+		}
+		switch want := "CONVEX_SHIM_" + strings.ToUpper(strings.ReplaceAll(s.name, "-", "_")); s.env {
+		case "":
+			twinless = append(twinless, s.name)
+		case want:
+		default:
+			t.Errorf("--%s: env twin %s, want %s", s.name, s.env, want)
+		}
+		if (s.kind == switchKind) != (s.arg == "") {
+			t.Errorf("--%s: a switch has no argument name and every other flag has one (kind %d, arg %q)", s.name, s.kind, s.arg)
+		}
+		if s.usage == "" || strings.Contains(s.usage, "\n") {
+			t.Errorf("--%s: usage %q: want one paragraph", s.name, s.usage)
+		}
+		// Every default is valid: the binary must start with nothing set.
+		var c config
+		if err := s.apply(&c, s.def, "default"); err != nil {
+			t.Errorf("--%s: default %q: %v", s.name, s.def, err)
+		}
+	}
+	// Only the modes that replace the normal run have no twin (see settings).
+	if want := []string{"help", "version", "check", "install"}; !reflect.DeepEqual(twinless, want) {
+		t.Errorf("flags without an env twin: %q, want %q", twinless, want)
+	}
+}
+
+// Every flag in every spelling package flag accepts: one or two dashes, the
+// short alias, a value after = or as the next argument, a switch alone or
+// with =false, and a switch never taking the next argument as its value.
+func TestParseEveryFlagForm(t *testing.T) {
+	for _, s := range settings {
+		spellings := []string{"-" + s.name, "--" + s.name}
+		if s.short != "" {
+			spellings = append(spellings, "-"+s.short, "--"+s.short)
+		}
+		for _, f := range spellings {
+			type form struct {
+				args    []string
+				want    []string // the values collected
+				program []string
+			}
+			var forms []form
+			if s.kind == switchKind {
+				forms = []form{
+					{[]string{f, "x"}, []string{"true"}, []string{"x"}},
+					{[]string{f + "=false", "x"}, []string{"false"}, []string{"x"}},
+					{[]string{f + "=1", "--", "x"}, []string{"1"}, []string{"x"}},
+					{[]string{f, "false", "x"}, []string{"true"}, []string{"false", "x"}},
+				}
+			} else {
+				forms = []form{
+					{[]string{f, "v", "x"}, []string{"v"}, []string{"x"}},
+					{[]string{f + "=v", "x"}, []string{"v"}, []string{"x"}},
+					{[]string{f + "=a=b", "x"}, []string{"a=b"}, []string{"x"}},
+					{[]string{f + "=", "x"}, []string{""}, []string{"x"}},
+					{[]string{f, "-v", "x"}, []string{"-v"}, []string{"x"}}, // a value may start with a dash
+					{[]string{f, "a", f, "b", "x"}, []string{"a", "b"}, []string{"x"}},
+				}
+			}
+			for _, fm := range forms {
+				given, program, err := parseFlags(fm.args)
+				if err != nil || !reflect.DeepEqual(given[s.name], fm.want) || !reflect.DeepEqual(program, fm.program) || len(given) != 1 {
+					t.Errorf("parseFlags(%q) = %q, program %q, %v; want %s %q, program %q", fm.args, given, program, err, s.name, fm.want, fm.program)
+				}
+			}
+		}
+	}
+}
+
+// Where the flags end, and what the parser says about arguments it cannot
+// read: one line naming the argument as typed and the fix.
+func TestParseFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		given   map[string][]string
+		program []string
+		err     string // the whole message, after parse's "convex-shim: "
+	}{
+		{args: []string{"x", "--grace", "1s"}, given: map[string][]string{}, program: []string{"x", "--grace", "1s"}},
+		{args: []string{"--grace", "1s", "--", "-v", "x"}, given: map[string][]string{"grace": {"1s"}}, program: []string{"-v", "x"}},
+		{args: []string{"--", "--"}, given: map[string][]string{}, program: []string{"--"}},
+		{args: []string{"-v", "--"}, given: map[string][]string{"verbose": {"true"}}, program: []string{}},
+		{args: []string{"-"}, given: map[string][]string{}, program: []string{"-"}},
+		{args: []string{"", "-v"}, given: map[string][]string{}, program: []string{"", "-v"}},
+		{args: []string{"--forward", "off", "--forward=127.0.0.1:81=127.0.0.1:3210", "-forward", "y", "x"},
+			given: map[string][]string{"forward": {"off", "127.0.0.1:81=127.0.0.1:3210", "y"}}, program: []string{"x"}},
+		{args: []string{"--install", "--verbose"}, given: map[string][]string{"install": {"--verbose"}}, program: []string{}},
+		{args: []string{"--nope", "x"}, err: "unknown flag --nope; run convex-shim --help for the flags"},
+		{args: []string{"-v", "-nope=1", "x"}, err: "unknown flag -nope=1; run convex-shim --help for the flags"},
+		{args: []string{"---grace", "1s", "x"}, err: "unknown flag ---grace; run convex-shim --help for the flags"},
+		{args: []string{"-v", "--=x", "x"}, err: "unknown flag --=x; run convex-shim --help for the flags"},
+		{args: []string{"--nope", "---x"}, err: "unknown flag --nope; run convex-shim --help for the flags"},
+		{args: []string{"--forward", "--nope", "---x"}, err: "unknown flag ---x; run convex-shim --help for the flags"},
+		{args: []string{"-v", "--grace"}, err: "flag --grace needs a value; run convex-shim --help for the flags"},
+		{args: []string{"-install"}, err: "flag -install needs a value; run convex-shim --help for the flags"},
+	} {
+		given, program, err := parseFlags(tc.args)
+		if tc.err != "" {
+			_, perr := parse(tc.args, env())
+			if err == nil || perr == nil || perr.Error() != tc.err {
+				t.Errorf("parse(%q): error %v, want %q", tc.args, perr, tc.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(given, tc.given) || !reflect.DeepEqual(program, tc.program) {
+			t.Errorf("parseFlags(%q) = %q, %q, %v; want %q, %q", tc.args, given, program, err, tc.given, tc.program)
+		}
+	}
+}
+
+// A flag beats its twin and the twin beats the default, for every setting;
+// an empty twin counts as unset; a list's flags join, any other's last wins.
+func TestConfigPrecedence(t *testing.T) {
+	for _, s := range settings {
+		from := func(flags []string, getenv func(string) string, wantV, wantFrom string) {
+			t.Helper()
+			if v, f := s.value(flags, getenv); v != wantV || f != wantFrom {
+				t.Errorf("--%s: value(%q) = %q from %s, want %q from %s", s.name, flags, v, f, wantV, wantFrom)
+			}
+		}
+		from(nil, env(), s.def, "default")
+		from(nil, env(s.env, ""), s.def, "default")
+		if s.env != "" {
+			from(nil, env(s.env, "e"), "e", s.env)
+		} else {
+			// No twin: a variable that looks like one is not read.
+			name := "CONVEX_SHIM_" + strings.ToUpper(s.name)
+			from(nil, env(name, "e"), s.def, "default")
+		}
+		want := "b"
+		if s.kind == listKind {
+			want = "a,b"
+		}
+		from([]string{"a", "b"}, env(s.env, "e"), want, "--"+s.name)
 	}
 }

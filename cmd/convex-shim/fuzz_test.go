@@ -22,6 +22,8 @@ func FuzzParseArgs(f *testing.F) {
 		"--install /tmp",
 		"--parent-death-signal none x",
 		"-- ",
+		"--forward --nope ---x",
+		"-v -=x --grace",
 	} {
 		f.Add(s, "http://localhost:8080", "127.0.0.1:80=127.0.0.1:3210")
 	}
@@ -30,6 +32,10 @@ func FuzzParseArgs(f *testing.F) {
 		if err != nil {
 			if strings.Contains(err.Error(), "\n") {
 				t.Fatalf("multi-line error %q", err)
+			}
+			// flagError always finds the argument flag stopped at.
+			if strings.HasPrefix(err.Error(), "bad command line") {
+				t.Fatalf("package flag's error not reworded: %q", err)
 			}
 			return
 		}

@@ -9,15 +9,40 @@
 //	convex-shim [flags] [--] program [args...]
 //
 // In an image: ENTRYPOINT ["/usr/local/bin/convex-shim", "--", "./run_backend.sh"].
-// Run convex-shim --help for every flag, its CONVEX_SHIM_* environment twin,
-// its default, and the exit codes. This file only parses, validates and wires;
-// the work is in packages forward and shim.
+// This file only parses, validates and wires; the work is in packages
+// forward and shim.
+//
+// # Settings
+//
+// Flags take one or two dashes. A flag beats its environment twin, and
+// either beats the default. --help, --version, --check and --install have no
+// twin: each replaces the normal run, so set in an image's environment it
+// would keep the backend from ever starting. convex-shim --help says what
+// each one does, and the exit codes. This list is generated from the table
+// in config.go by go generate:
+//
+//	flag                                  env twin                         default
+//	-h, --help                            none                             false
+//	--version                             none                             false
+//	--forward LISTEN=TARGET (repeatable)  CONVEX_SHIM_FORWARD              127.0.0.1:80=127.0.0.1:3210
+//	--auto-forward                        CONVEX_SHIM_AUTO_FORWARD         true
+//	--node-preload                        CONVEX_SHIM_NODE_PRELOAD         true
+//	--allow-public                        CONVEX_SHIM_ALLOW_PUBLIC         false
+//	--dial-retry DURATION                 CONVEX_SHIM_DIAL_RETRY           60s
+//	--stop-signal SIGNAL                  CONVEX_SHIM_STOP_SIGNAL          SIGINT
+//	--grace DURATION                      CONVEX_SHIM_GRACE                8s
+//	--cleanup-grace DURATION              CONVEX_SHIM_CLEANUP_GRACE        2s
+//	--parent-death-signal SIGNAL          CONVEX_SHIM_PARENT_DEATH_SIGNAL  SIGKILL
+//	-v, --verbose                         CONVEX_SHIM_VERBOSE              false
+//	--check                               none                             false
+//	--install DIR                         none                             none
 package main
 
 import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -26,6 +51,7 @@ import (
 	"time"
 
 	"github.com/convex-shim/convex-shim/forward"
+	"github.com/convex-shim/convex-shim/preload"
 	"github.com/convex-shim/convex-shim/shim"
 	"golang.org/x/sys/unix"
 )
@@ -44,6 +70,9 @@ func main() {
 }
 
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	// Until the program is started nothing waits on a log write, so the
+	// first errors go straight to stderr; from the start on, lineLogger.
+	early := log.New(stderr, "convex-shim: ", 0)
 	cfg, err := parse(args, getenv)
 	switch {
 	case errors.Is(err, errHelp):
@@ -53,9 +82,10 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stdout, "convex-shim", versionString())
 		return 0
 	case err != nil:
-		fmt.Fprintf(stderr, "convex-shim: %v\n", err)
+		early.Print(err)
 		return exitUsage
 	}
+	setNodeRoutes(&cfg, getenv)
 
 	if cfg.check {
 		return runCheck(cfg, stdout)
@@ -63,7 +93,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	if cfg.installDir != "" {
 		dst, err := install(cfg.installDir)
 		if err != nil {
-			fmt.Fprintf(stderr, "convex-shim: %v\n", err)
+			early.Print(err)
 			return exitSetup
 		}
 		fmt.Fprintf(stdout, "convex-shim %s installed as %s\n", versionString(), dst)
@@ -90,6 +120,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	// A missing program is reported before any port is bound; Run then
 	// starts what was found, without searching PATH again.
 	sup.Env = shim.Environ()
+	if len(cfg.nodeRoutes) > 0 {
+		sup.Env = preload.SetEnv(sup.Env, cfg.nodeRoutes)
+	}
 	path, err := shim.LookPath(cfg.program[0], sup.Env)
 	if err != nil {
 		return startFailed(logger, err)
@@ -147,8 +180,9 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 // and when stderr is not being read (a blocking log driver behind a slow
 // sink, a terminal paused with Ctrl-S) and the buffer is full, lines are
 // dropped and counted. A blocked log write must never hold up the
-// supervisor's turning SIGTERM into SIGINT, or its reaping.
-// (Not package log: its date formatting alone adds 25 KB to the binary.)
+// supervisor's turning SIGTERM into SIGINT, or its reaping. Not package
+// log: a log.Logger writes synchronously while holding its lock, so one
+// stuck write blocks every goroutine that logs, and it has no way to drop.
 type lineLogger struct {
 	w       io.Writer
 	mu      sync.Mutex // guards closed against a send on a closed channel
@@ -245,8 +279,9 @@ func startFailed(logger shim.Logger, err error) int {
 	return exitSetup
 }
 
-// summary is the one line logged at startup: what is forwarded and how a
-// stop is handled. It names no environment values (they may hold secrets).
+// summary is the one line logged at startup: what is forwarded, where the
+// fetch preload sends Node's callbacks, and how a stop is handled. Of the
+// environment it names only origins, redacted (they may hold a password).
 func summary(c config) string {
 	fw := "no forwards"
 	if len(c.forwards) > 0 {
@@ -255,6 +290,9 @@ func summary(c config) string {
 			parts = append(parts, fmt.Sprintf("%s -> %s (%s)", f.listen, f.target, f.from))
 		}
 		fw = "forwarding " + strings.Join(parts, ", ")
+	}
+	if len(c.nodeRoutes) > 0 {
+		fw += "; " + nodeRoutesText(c.nodeRoutes)
 	}
 	kill := "SIGKILL after " + c.grace.String()
 	if c.grace == 0 {
@@ -284,29 +322,13 @@ child, forwards loopback ports to the backend so Node actions can call back,
 turns a stop request into the one SIGINT the backend drains on, reaps every
 orphan, and exits with the program's status.
 
-Flags (each has an environment twin; a flag beats its twin):
+Flags take one or two dashes; a flag beats its CONVEX_SHIM_* environment twin,
+and either beats the default:
 `)
 	for _, s := range settings {
-		name := "--" + s.name
-		if s.arg != "" {
-			name += " " + s.arg
-		}
-		if s.name == "verbose" {
-			name = "-v, " + name
-		}
-		fmt.Fprintf(&b, "  %s\n%s      env %s, default %s\n", name, wrap(s.usage, "      ", 78), s.env, s.def)
+		fmt.Fprintf(&b, "  %s\n%s      %s\n", s.synopsis(""), wrap(s.usage, "      ", 78), s.twinAndDefault())
 	}
-	b.WriteString(`  --check
-      print the routing table and probe every forward end to end (GET
-      /version through its listen address); exit 0 if all answer, 1 if not.
-      Reads the same flags and environment as a normal start, so use it as a
-      Docker HEALTHCHECK or Kubernetes exec probe; no program is needed
-  --install DIR
-      copy this binary to DIR/convex-shim and exit: how the shim-only image
-      (FROM scratch) puts it on a volume shared with a stock backend container
-  -h, --help       print this help
-  --version        print the version
-
+	b.WriteString(`
 Durations are Go durations (8s, 1m30s) or whole seconds.
 Signals: SIGINT, INT or a number. Booleans: true/false, 1/0.
 

@@ -561,7 +561,7 @@ func TestPID1Check(t *testing.T) {
 	up := start(t, opts{pid1: true, env: append(env, "HELPER_LISTEN=127.0.0.1:3210")})
 	up.waitLine("listening")
 	code, out := check(up)
-	if code != 0 || strings.Count(out, " ok\n") != 2 {
+	if code != 0 || strings.Count(out, " ok\n") != 3 { // two forwards, one fetch preload route
 		t.Errorf("check with a backend: exit %d\n%s", code, out)
 	}
 	t.Logf("check with a backend:\n%s", out)

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/convex-shim/convex-shim/preload"
+)
+
+func TestNodeRoutes(t *testing.T) {
+	cloud := func(from string) preload.Route {
+		return preload.Route{Env: "CONVEX_CLOUD_ORIGIN", From: from, To: "http://127.0.0.1:3210"}
+	}
+	site := func(from string) preload.Route {
+		return preload.Route{Env: "CONVEX_SITE_ORIGIN", From: from, To: "http://127.0.0.1:3211"}
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     func(string) string
+		want    []preload.Route
+		summary string // in the startup line; "" for no preload part
+	}{
+		{"no origins", nil, env(), nil, ""},
+		{"the backend's own port", nil, env("CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:3210", "CONVEX_SITE_ORIGIN", "http://127.0.0.1:3211"), nil, ""},
+		{"public origin", nil, env("CONVEX_CLOUD_ORIGIN", "https://api.example.com"),
+			[]preload.Route{cloud("https://api.example.com")},
+			"Node callbacks to https://api.example.com -> 127.0.0.1:3210 in the container (fetch preload)"},
+		{"Fly guide: site is cloud + /http", nil, env("CONVEX_CLOUD_ORIGIN", "https://app.fly.dev", "CONVEX_SITE_ORIGIN", "https://app.fly.dev/http"),
+			[]preload.Route{cloud("https://app.fly.dev")},
+			"Node callbacks to https://app.fly.dev -> 127.0.0.1:3210 in the container (fetch preload)"},
+		{"separate site name", nil, env("CONVEX_CLOUD_ORIGIN", "https://api.example.com", "CONVEX_SITE_ORIGIN", "https://site.example.com"),
+			[]preload.Route{cloud("https://api.example.com"), site("https://site.example.com")},
+			"Node callbacks to https://api.example.com -> 127.0.0.1:3210, https://site.example.com -> 127.0.0.1:3211 in the container (fetch preload)"},
+		{"site served by the backend itself", nil, env("CONVEX_CLOUD_ORIGIN", "https://api.example.com", "CONVEX_SITE_ORIGIN", "http://127.0.0.1:3211"),
+			[]preload.Route{cloud("https://api.example.com")}, "Node callbacks to https://api.example.com -> 127.0.0.1:3210"},
+		{"loopback origin: fetch goes straight to 3210", nil, env("CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080"),
+			[]preload.Route{cloud("http://127.0.0.1:8080")}, "Node callbacks to http://127.0.0.1:8080 -> 127.0.0.1:3210"},
+		{"user info never shown", nil, env("CONVEX_CLOUD_ORIGIN", "https://u:S3CR3T@api.example.com"),
+			[]preload.Route{cloud("https://u:S3CR3T@api.example.com")}, "Node callbacks to https://xxxxx@api.example.com -> 127.0.0.1:3210"},
+		{"turned off by flag", []string{"--node-preload=false"}, env("CONVEX_CLOUD_ORIGIN", "https://api.example.com"), nil, ""},
+		{"turned off by env twin", nil, env("CONVEX_SHIM_NODE_PRELOAD", "0", "CONVEX_CLOUD_ORIGIN", "https://api.example.com"), nil, ""},
+		{"flag beats env twin", []string{"--node-preload"}, env("CONVEX_SHIM_NODE_PRELOAD", "0", "CONVEX_CLOUD_ORIGIN", "https://api.example.com"),
+			[]preload.Route{cloud("https://api.example.com")}, "Node callbacks to https://api.example.com -> 127.0.0.1:3210"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parse(append(tc.args, "x"), tc.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			setNodeRoutes(&c, tc.env)
+			if !slices.Equal(c.nodeRoutes, tc.want) {
+				t.Errorf("routes %q, want %q", c.nodeRoutes, tc.want)
+			}
+			line := summary(c)
+			if tc.summary == "" && strings.Contains(line, "preload") || !strings.Contains(line, tc.summary) {
+				t.Errorf("summary %q, want it to hold %q", line, tc.summary)
+			}
+			var all strings.Builder
+			for _, n := range c.notices {
+				all.WriteString(n.text + "\n")
+			}
+			all.WriteString(line)
+			if strings.Contains(all.String(), "S3CR3T") {
+				t.Errorf("logged the password:\n%s", all.String())
+			}
+			// The "out of the container" notice stays only where the
+			// preload does not route; where it does, what still goes out
+			// is named instead.
+			out, still := strings.Contains(all.String(), "out of the container"), strings.Contains(all.String(), "node:https, axios")
+			if public := strings.Contains(tc.name, "public") || strings.Contains(tc.name, "Fly") || strings.Contains(tc.name, "site name"); public && (out || !still) {
+				t.Errorf("notices with the preload on:\n%s", all.String())
+			}
+			if strings.Contains(tc.name, "turned off") && (!out || still) {
+				t.Errorf("notices with the preload off:\n%s", all.String())
+			}
+		})
+	}
+}
+
+// --check shows each preload route and probes the backend port it targets.
+func TestCheckShowsNodeRoutes(t *testing.T) {
+	getenv := env("CONVEX_CLOUD_ORIGIN", "https://api.example.com", "CONVEX_SHIM_FORWARD", "off")
+	c, err := parse([]string{"--check"}, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setNodeRoutes(&c, getenv)
+	for i := range c.nodeRoutes {
+		c.nodeRoutes[i].To = "http://127.0.0.1:1" // nothing listens: the probe must say so
+	}
+	var out bytes.Buffer
+	code := runCheck(c, &out)
+	if code != exitCheckFailed || !strings.Contains(out.String(), "fetch https://api.example.com  127.0.0.1:1  CONVEX_CLOUD_ORIGIN (node preload)  FAIL: connect 127.0.0.1:1") {
+		t.Errorf("exit %d, output:\n%s", code, out.String())
+	}
+}
+
+// The shim gives the backend's Node the preload: with a public origin that
+// does not even resolve (the network namespace has no DNS), fetch reaches
+// the backend's ports, and the user's NODE_OPTIONS still apply. Off, the
+// same fetch fails as upstream's does (#386).
+func TestPID1NodePreload(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("this test runs Node, as the Convex backend does: %v (install nodejs 20, 22 or 24)", err)
+	}
+	script := filepath.Join(t.TempDir(), "backend.cjs")
+	// Stands in for the backend's ports and its Node server in one process.
+	if err := os.WriteFile(script, []byte(`"use strict";
+const http = require("node:http");
+const listen = (port) => new Promise((ok) =>
+  http.createServer((q, s) => s.end("port " + port + " " + q.url)).listen(port, "127.0.0.1", ok));
+Promise.all([listen(3210), listen(3211)]).then(async () => {
+  for (const u of process.argv.slice(2)) {
+    try {
+      console.log("fetch " + u + ": " + (await (await fetch(u)).text()));
+    } catch (e) {
+      console.log("fetch " + u + ": error " + ((e.cause && e.cause.code) || e.message));
+    }
+  }
+  console.log("heap " + Math.round(require("node:v8").getHeapStatistics().heap_size_limit / 2 ** 20));
+  process.exit(0);
+});
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	urls := []string{"https://convex.example.test/api/actions/query?x=1", "https://convex.example.test/http/hook"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // line prefixes
+	}{
+		{"on", nil, []string{
+			"fetch " + urls[0] + ": port 3210 /api/actions/query?x=1",
+			"fetch " + urls[1] + ": port 3210 /http/hook",
+		}},
+		{"off", []string{"--node-preload=false"}, []string{
+			// ENOTFOUND or EAI_AGAIN: the name cannot be resolved.
+			"fetch " + urls[0] + ": error E",
+			"fetch " + urls[1] + ": error E",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := start(t, opts{pid1: true, args: tc.args, program: append([]string{node, script}, urls...), env: []string{
+				"CONVEX_CLOUD_ORIGIN=https://convex.example.test", "CONVEX_SITE_ORIGIN=https://convex.example.test/http",
+				"NODE_OPTIONS=--max-old-space-size=512",
+			}})
+			for _, want := range tc.want {
+				u, _, _ := strings.Cut(strings.TrimPrefix(want, "fetch "), ": ")
+				if got := in.waitLine("fetch " + u + ":"); !strings.HasPrefix(got, want) {
+					t.Errorf("got %q, want %q", got, want)
+				}
+			}
+			if mib, _ := strconv.Atoi(strings.TrimPrefix(in.waitLine("heap "), "heap ")); mib < 512 || mib >= 1024 {
+				t.Errorf("heap limit %d MiB: the user's --max-old-space-size=512 is not in effect", mib)
+			}
+			if code := in.wait(); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+			logged := in.stderr.String()
+			summary := "Node callbacks to https://convex.example.test -> 127.0.0.1:3210 in the container (fetch preload)"
+			if on := tc.args == nil; on != strings.Contains(logged, summary) || strings.Contains(logged, "convex-shim: node preload:") {
+				t.Errorf("shim stderr (preload on: %v):\n%s", on, logged)
+			}
+		})
+	}
+}
