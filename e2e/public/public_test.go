@@ -46,10 +46,6 @@ const (
 // storage_delete, which is one (facts §1).
 var allOps = []string{"query", "mutation", "action", "schedule_job", "storage_store", "storage_get", "storage_delete"}
 
-// requestsPerOps is how many requests allOps makes: 4 callbacks, storage_store and storage_get
-// two each, storage_delete one.
-const requestsPerOps = 9
-
 // deployment is a backend behind its own edge, on a network of their own.
 type deployment struct {
 	edge    *dockertest.Edge
@@ -132,7 +128,8 @@ func wantEdgeSaw(t *testing.T, e *dockertest.Edge, want ...string) {
 	}
 }
 
-// callbackRequests is what allOps sends to the public origin when it goes the long way round.
+// callbackRequests is what allOps sends to the public origin when it goes the long way round:
+// 4 callbacks, storage_store and storage_get two requests each, storage_delete one.
 var callbackRequests = []string{
 	"POST " + origin + "/api/actions/query",
 	"POST " + origin + "/api/actions/mutation",
