@@ -19,7 +19,7 @@ help:
 	@echo "make deps    install what the tests need (Debian, as root)"
 	@echo "make bench   benchmarks vs direct, socat, tini & co into docs/benchmarks.md (root, ~6 min)"
 	@echo "make bench-deps  install what the benchmarks need (Debian, as root)"
-	@echo "make demo    the seed's failure, the fix and a graceful stop, on a stand-in backend"
+	@echo "make demo    the seed's failure, the fix, a public origin (#386) and a graceful stop, on a stand-in backend"
 	@echo "make soak    e2e/reliability at full size: 1,000,000 connections, 10,000 held, storms (root, ~11 min)"
 
 build:
@@ -79,9 +79,10 @@ image: build
 clean:
 	rm -rf bin dist
 
-# No Convex account needed: builds the stand-in backend and the shimmed image, shows
-# ECONNREFUSED 127.0.0.1:80 on the stock image, the callbacks working through the shim, and
-# docker stop on both.
+# No Convex account needed: builds the stand-in backend, the shimmed image and a test TLS
+# edge, shows ECONNREFUSED 127.0.0.1:80 on the stock image, the callbacks working through the
+# shim, a public https origin the container cannot resolve (#386) failing on the stock image
+# and working through the shim with the edge seeing no callback, and docker stop on both.
 demo: deps
 	@bash scripts/demo.sh
 

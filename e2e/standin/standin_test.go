@@ -7,8 +7,11 @@
 package standin
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -264,6 +267,129 @@ func TestOrphansEndpoint(t *testing.T) {
 						t.Errorf("orphan %+v: parent %d, want 1 (the backend)", p, p.PPID)
 					}
 				}
+			}
+		})
+	}
+}
+
+// The Node server inherits the backend's environment, NODE_OPTIONS included, and each action
+// runs with process.env replaced by upstream's allowlist plus the deployment's variables
+// (facts §11): what the shim's Node preload relies on and must survive.
+func TestNodeServerEnvironment(t *testing.T) {
+	t.Parallel()
+	c := start(t, []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:3210", "CONVEX_SITE_ORIGIN=http://127.0.0.1:3211",
+		"NODE_OPTIONS=--max-old-space-size=512", "BACKEND_ONLY=1"})
+	c.WaitReady(t)
+	res, err := c.NodeActionOK("", "node_options", "heap_limit", "env_keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts string
+	var heap int64
+	var keys []string
+	for i, v := range []any{&opts, &heap, &keys} {
+		if err := json.Unmarshal(res.Results[i].Value, v); err != nil {
+			t.Fatalf("%s: decode %s: %v", res.Results[i].Op, res.Results[i].Value, err)
+		}
+	}
+	t.Logf("node server: NODE_OPTIONS %q at start, heap_size_limit %d MiB, process.env during the action %q", opts, heap>>20, keys)
+	if opts != "--max-old-space-size=512" {
+		t.Errorf("NODE_OPTIONS at start = %q, want the backend's --max-old-space-size=512", opts)
+	}
+	if heap < 512<<20 || heap > 600<<20 {
+		t.Errorf("heap_size_limit = %d MiB, want about 512 (--max-old-space-size=512)", heap>>20)
+	}
+	allowed := []string{"PATH", "PWD", "LANG", "NODE_PATH", "TZ", "UTC", "CONVEX_CLOUD_URL", "CONVEX_SITE_URL"}
+	for _, k := range keys {
+		if !slices.Contains(allowed, k) {
+			t.Errorf("process.env during the action has %s, want only %q", k, allowed)
+		}
+	}
+	for _, k := range []string{"PATH", "CONVEX_CLOUD_URL", "CONVEX_SITE_URL"} {
+		if !slices.Contains(keys, k) {
+			t.Errorf("process.env during the action lacks %s", k)
+		}
+	}
+}
+
+// spyPreload replaces the global fetch from a NODE_OPTIONS --require preload, as the shim's does,
+// and logs each call's input type and URL.
+const spyPreload = `"use strict";
+const original = globalThis.fetch;
+globalThis.fetch = function fetch(input, init) {
+  const kind = typeof input === "string" ? "string" : input instanceof URL ? "URL" : input instanceof Request ? "Request" : typeof input;
+  const url = kind === "Request" ? input.url : String(input);
+  process.stderr.write("spy: fetch " + kind + " " + url + "\n");
+  return original.call(this, input, init);
+};
+`
+
+// Callbacks and storage go through the bare global fetch, looked up at each call, with the
+// inputs upstream gives it (facts §11): a URL for callbacks, strings for storage upload and
+// download, a Request where the action passes one. A preload's wrapper sees every one.
+func TestCallbacksUseGlobalFetch(t *testing.T) {
+	t.Parallel()
+	spy := filepath.Join(t.TempDir(), "spy.cjs")
+	if err := os.WriteFile(spy, []byte(spyPreload), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := start(t, []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:3210", "CONVEX_SITE_ORIGIN=http://127.0.0.1:3211",
+		"NODE_OPTIONS=--require /spy.cjs"}, "-v", spy+":/spy.cjs:ro")
+	c.WaitReady(t)
+	ops := []string{"query", "storage_store", "storage_get", "query_request", "site_fetch=/hello"}
+	res, err := c.NodeActionOK("", ops...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(res.Results[4].Value); got != `"http action GET /hello\n"` {
+		t.Errorf("site_fetch=/hello = %s, want the HTTP action's reply", got)
+	}
+	var seen []string
+	for _, line := range strings.Split(c.Logs(t), "\n") {
+		if rest, ok := strings.CutPrefix(line, "spy: fetch "); ok {
+			// Drop the query strings and storage ids, which change each run.
+			kind, url, _ := strings.Cut(rest, " ")
+			url, _, _ = strings.Cut(url, "?")
+			if strings.HasPrefix(url, "http://127.0.0.1:3210/api/storage/") && !strings.HasSuffix(url, "/upload") {
+				url = "http://127.0.0.1:3210/api/storage/ID"
+			}
+			seen = append(seen, kind+" "+url)
+		}
+	}
+	t.Logf("fetches the preload saw: %q", seen)
+	want := []string{
+		"URL http://127.0.0.1:3210/api/actions/query",
+		"URL http://127.0.0.1:3210/api/actions/storage_generate_upload_url",
+		"string http://127.0.0.1:3210/api/storage/upload",
+		"URL http://127.0.0.1:3210/api/actions/storage_get_url",
+		"string http://127.0.0.1:3210/api/storage/ID",
+		"Request http://127.0.0.1:3210/api/actions/query",
+		"string http://127.0.0.1:3211/hello",
+	}
+	if !slices.Equal(seen, want) {
+		t.Errorf("fetches seen by a NODE_OPTIONS preload:\n got %q\nwant %q", seen, want)
+	}
+}
+
+// A Node server that does not come up within upstream's 5 s start health check fails every
+// Node action with an error saying so (facts §11): a preload that throws, or one that hangs.
+func TestNodeStartHealthCheck(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, nodeOptions, want string }{
+		{"preload missing", "--require /nonexistent.cjs", "exited before it was ready: exit status 1"},
+		{"preload hangs", "--import=data:text/javascript,setInterval(()=>{},1000);await%20new%20Promise(()=>{})",
+			"not ready within 5s (the start health check)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := start(t, []string{"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:3210", "NODE_OPTIONS=" + tc.nodeOptions})
+			c.WaitReady(t)
+			for i := 1; i <= 2; i++ {
+				_, err := c.NodeAction("", "query")
+				if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "every Node action fails") {
+					t.Fatalf("node action %d with NODE_OPTIONS=%q: %v, want an error containing %q", i, tc.nodeOptions, err, tc.want)
+				}
+				t.Logf("node action %d: %v", i, err)
 			}
 		})
 	}

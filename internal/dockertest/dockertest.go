@@ -1,8 +1,10 @@
 // Package dockertest holds the Docker helpers shared by the tests that run containers:
-// e2e/standin (the stand-in Convex backend image), e2e/image (Dockerfile.backend built on it)
-// and examples/ (the compose files brought up with docker-compose, the stock-image mechanics).
+// e2e/standin (the stand-in Convex backend image), e2e/image (Dockerfile.backend built on it),
+// e2e/public (both behind a test edge, e2e/edge, on a public https origin) and examples/ (the
+// compose files brought up with docker-compose, the stock-image mechanics).
 // It builds the images once per test binary, and every build of an image or of
-// bin/convex-shim under one lock shared by all test binaries; it runs containers that are
+// bin/convex-shim under one lock shared by all test binaries; it creates user-defined networks
+// and runs the edge on them (edge.go); it runs containers that are
 // removed when the test ends, finds their published ports, waits for them on a condition
 // (GET /version, Docker's health status, a log line, their exit), reads files and the
 // stand-in's signal log out of them, and runs Node actions in them; and it runs docker-compose
@@ -380,8 +382,23 @@ func Start(t testing.TB, image string, o Options) *Container {
 	args = append(args, image)
 	args = append(args, o.Args...)
 	Track(t, c.Name)
-	if _, err := Docker(args...); err != nil {
-		t.Fatal(err)
+	// Docker picks the host port from the ephemeral range without asking the kernel, so on a
+	// machine where other tests hold thousands of loopback connections its pick is sometimes
+	// taken ("Error starting userland proxy: listen tcp4 127.0.0.1:32836: bind: address
+	// already in use"). The container is then created but not started: remove it and run it
+	// again; the allocator moves on to the next port.
+	for try := 1; ; try++ {
+		out, err := Docker(args...)
+		if err == nil {
+			break
+		}
+		if try == 5 || !strings.Contains(out, "userland proxy") || !strings.Contains(out, "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("docker run %s, try %d: a published port was taken on the host; again", c.Name, try)
+		if _, err := Docker("rm", "-f", "-v", c.Name); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if !o.NoPublish {
 		// Docker forgets the published ports of an exited container; a container that
@@ -413,13 +430,20 @@ func Track(t testing.TB, name string) *Container {
 // since cleanups run last-registered first).
 func Volume(t testing.TB) string {
 	t.Helper()
+	return create(t, "volume", "convex-e2e-vol-")
+}
+
+// create creates a Docker object of kind (volume, network) under a random name with prefix,
+// and removes it when the test ends.
+func create(t testing.TB, kind, prefix string) string {
+	t.Helper()
 	RequireDocker(t)
-	name := RandomName("convex-e2e-vol-")
-	if _, err := Docker("volume", "create", name); err != nil {
+	name := RandomName(prefix)
+	if _, err := Docker(kind, "create", name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if _, err := Docker("volume", "rm", "-f", name); err != nil {
+		if _, err := Docker(kind, "rm", name); err != nil {
 			t.Log(err)
 		}
 	})
@@ -685,6 +709,7 @@ type NodeResult struct {
 		OK    bool            `json:"ok"`
 		Value json.RawMessage `json:"value"`
 		Error string          `json:"error"`
+		Ms    float64         `json:"ms"` // how long the op took, timed by the Node server
 	} `json:"results"`
 }
 

@@ -7,7 +7,10 @@
 //   - it handles only SIGINT: the first drains and exits 0, a second exits 1 at once; every
 //     other signal keeps its default action (facts §4);
 //   - its Node server is a child in its own process group, reached over a Unix socket, and
-//     calls back to whatever host:port --convex-origin names (facts §1, §5).
+//     calls back to whatever host:port --convex-origin names (facts §1, §5);
+//   - the Node server inherits its environment unchanged, NODE_OPTIONS included, must be up
+//     within 5 s or the action fails, and gets the action's variables (CONVEX_CLOUD_URL,
+//     CONVEX_SITE_URL) to put in process.env in place of its own (facts §11).
 //
 // Typical use: built by ../build.sh into an image whose run_backend.sh execs it with the real
 // script's arguments (--port 3210 --site-proxy-port 3211 --convex-origin ... --convex-site ...).
@@ -543,6 +546,9 @@ func (b *backend) handleNodeAction(w http.ResponseWriter, r *http.Request) {
 		"callbackToken":  b.token,
 		"ops":            req.Ops,
 		"delay":          req.Delay,
+		// The deployment's variables the Node server puts in process.env for the action
+		// (facts §11): here only the system ones every Convex function sees.
+		"env": map[string]string{"CONVEX_CLOUD_URL": b.cfg.origin, "CONVEX_SITE_URL": b.cfg.site},
 	})
 	client, err := b.node.ensure()
 	if err != nil {
@@ -559,6 +565,12 @@ func (b *backend) handleNodeAction(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(resp.StatusCode)
 	io.Copy(w, resp.Body)
 }
+
+// nodeStartTimeout is how long the Node server has to come up, as upstream's start health
+// check allows (crates/node_executor/src/local.rs l.114-125 at 94a42c3, facts §11). A Node that
+// does not make it (a NODE_OPTIONS preload that throws or hangs) fails the action that started
+// it, and the next action tries again.
+const nodeStartTimeout = 5 * time.Second
 
 // nodeServer is the long-lived `node local.cjs --ipc-path <sock>` child, started lazily and
 // restarted when it dies (facts §5). It stays in the backend's process group on purpose: that
@@ -581,6 +593,9 @@ func (n *nodeServer) ensure() (*http.Client, error) {
 	n.starts++
 	sock := filepath.Join(os.TempDir(), fmt.Sprintf("convex-standin-node-%d-%d.sock", os.Getpid(), n.starts))
 	cmd := exec.Command("node", n.script, "--ipc-path", sock)
+	// The backend's environment unchanged, NODE_OPTIONS and NODE_EXTRA_CA_CERTS included: the
+	// real one does not clear it either (local.rs l.168-196, facts §11).
+	cmd.Env = os.Environ()
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -589,7 +604,8 @@ func (n *nodeServer) ensure() (*http.Client, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start node server %s: %w", n.script, err)
 	}
-	// local.cjs prints one "ready" line once it listens on the socket.
+	// local.cjs prints one "ready" line once it listens on the socket; EOF first means Node
+	// exited before that.
 	lines := bufio.NewReader(out)
 	ready := make(chan error, 1)
 	go func() {
@@ -600,15 +616,24 @@ func (n *nodeServer) ensure() (*http.Client, error) {
 		ready <- err
 		io.Copy(os.Stderr, lines)
 	}()
+	timer := time.NewTimer(nodeStartTimeout)
+	defer timer.Stop()
 	select {
 	case err = <-ready:
-	case <-time.After(30 * time.Second):
-		err = errors.New("no ready line after 30s")
+		if errors.Is(err, io.EOF) {
+			err = errors.New("exited before it was ready")
+		}
+	case <-timer.C:
+		err = fmt.Errorf("not ready within %s (the start health check)", nodeStartTimeout)
 	}
 	if err != nil {
 		cmd.Process.Kill()
-		cmd.Wait()
-		return nil, fmt.Errorf("start node server %s: %w", n.script, err)
+		if werr := cmd.Wait(); werr != nil {
+			err = fmt.Errorf("%w: %v", err, werr) // its exit status, or "signal: killed" after the timeout
+		}
+		err = fmt.Errorf("start node server %s: %w; every Node action fails until it starts", n.script, err)
+		log.Print(err)
+		return nil, err
 	}
 	log.Printf("node server started (pid %d, socket %s)", cmd.Process.Pid, sock)
 	n.cmd = cmd
