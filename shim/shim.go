@@ -69,6 +69,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/convex-shim/convex-shim/internal/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -535,42 +536,28 @@ func leftovers(self, pgid int) ([]int, error) {
 	if me, err := os.Readlink("/proc/self"); err != nil || me != strconv.Itoa(self) {
 		return nil, fmt.Errorf("list leftovers: /proc is not this PID namespace's (%v)", err)
 	}
-	dir, err := os.Open("/proc")
+	// proc.PIDs closes /proc before the stat files are read: out of
+	// descriptors, the spare given up is the only one, and it must serve
+	// the directory and then each stat file in turn; with the directory
+	// still open, every stat read fails and an adopted daemon goes
+	// unsignalled.
+	pids, err := proc.PIDs()
 	if err != nil {
 		return nil, fmt.Errorf("list leftovers: %w", err)
 	}
-	names, err := dir.Readdirnames(-1)
-	// Closed before the stat files are read: out of descriptors, the spare
-	// given up is the only one, and it must serve the directory and then
-	// each stat file in turn (CI run of stop 8: with the directory still
-	// open, every stat read failed and an adopted daemon went unsignalled).
-	dir.Close()
-	if err != nil {
-		return nil, fmt.Errorf("list leftovers: %w", err)
-	}
-	parent, group := strconv.Itoa(self), strconv.Itoa(pgid)
 	var out []int
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil || pid == self {
+	for _, pid := range pids {
+		if pid == self {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + name + "/stat")
+		st, err := proc.ReadStat(pid)
 		if isOutOfFiles(err) {
 			return nil, fmt.Errorf("list leftovers: %w", err)
 		}
 		if err != nil {
 			continue // gone meanwhile
 		}
-		// The command name in parentheses may contain anything; the fields
-		// after the last ')' are state, ppid and pgrp.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) >= 3 && f[0] != "Z" && (f[1] == parent || f[2] == group) {
+		if !st.Zombie() && (st.PPID == self || st.PGRP == pgid) {
 			out = append(out, pid)
 		}
 	}
