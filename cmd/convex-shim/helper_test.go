@@ -21,6 +21,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/convex-shim/convex-shim/internal/sigdisp"
 	"golang.org/x/sys/unix"
 )
 
@@ -171,9 +172,8 @@ func execIgnoring(list string) {
 	}
 	for _, f := range strings.Split(list, ",") {
 		n, _ := strconv.Atoi(f)
-		act := [4]uint64{1} // handler SIG_IGN, flags, restorer, mask
-		if _, _, errno := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(n), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0); errno != 0 {
-			fmt.Fprintf(os.Stderr, "ignore signal %d: %v\n", n, errno)
+		if err := sigdisp.Set(unix.Signal(n), sigdisp.Ignore); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(96)
 		}
 	}

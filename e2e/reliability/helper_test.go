@@ -45,9 +45,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/convex-shim/convex-shim/forward"
+	"github.com/convex-shim/convex-shim/internal/sigdisp"
 	"golang.org/x/sys/unix"
 )
 
@@ -236,9 +236,8 @@ func crash(mode string) {
 	case mode == "segv":
 		// A real segmentation fault with the default action, as a C or Rust
 		// program dies of one: take SIGSEGV back from the Go runtime first.
-		var act [4]uint64 // SIG_DFL
-		if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(unix.SIGSEGV), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0); e != 0 {
-			fmt.Println("sigaction:", e)
+		if err := sigdisp.Set(unix.SIGSEGV, sigdisp.Default); err != nil {
+			fmt.Println(err)
 			os.Exit(96)
 		}
 		*nilPointer = 1
