@@ -1,6 +1,6 @@
 // Command convex-local-backend is a test stand-in for the self-hosted Convex backend binary
 // of the same name. It copies the behaviour that matters to convex-shim, as described in
-// shared/convex-facts.md (cited below as "facts §N"), and nothing else:
+// docs/convex-facts.md (cited below as "facts §N"), and nothing else:
 //
 //   - it listens on 0.0.0.0:3210 (API) and 0.0.0.0:3211 (site proxy) only after a startup
 //     delay (facts §3, §7);
