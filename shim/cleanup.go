@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"time"
 
 	"github.com/convex-shim/convex-shim/internal/proc"
 	"golang.org/x/sys/unix"
@@ -19,15 +18,12 @@ func (l *loop) cleanup() {
 	if !l.reap() {
 		return
 	}
-	grace := l.CleanupGrace
-	if grace <= 0 {
-		grace = DefaultCleanupGrace
-	}
+	grace := orDefault(l.CleanupGrace, DefaultCleanupGrace)
 	// Each leftover gets each signal once: a program may take a second
 	// SIGTERM as "force quit" and lose its graceful path.
 	sig, signalled := unix.SIGTERM, map[int]bool{}
 	l.signalLeftovers(sig, signalled, true)
-	deadline := time.After(grace)
+	deadline := after(grace)
 	for l.reap() {
 		select {
 		case <-l.chld:
@@ -42,7 +38,7 @@ func (l *loop) cleanup() {
 				logf(l.Log, "leftover processes survived SIGKILL for %v; exiting without them", grace)
 				return
 			}
-			sig, signalled, deadline = unix.SIGKILL, map[int]bool{}, time.After(grace)
+			sig, signalled, deadline = unix.SIGKILL, map[int]bool{}, after(grace)
 			logf(l.Log, "leftover processes still running %v after the backend exited; sending SIGKILL", grace)
 			l.signalLeftovers(sig, signalled, true)
 		}

@@ -38,8 +38,8 @@ func (l *loop) run() int {
 		case <-l.chld:
 			l.reap()
 		case sig := <-l.sigs:
-			if l.handle(sig.(unix.Signal)) && grace == nil && l.graceDur() > 0 {
-				grace = time.After(l.graceDur())
+			if l.handle(sig.(unix.Signal)) && grace == nil {
+				grace = after(l.graceDur())
 			}
 		case <-grace:
 			logf(l.Log, "backend still running %v after the stop request; sending SIGKILL to its process group", l.graceDur())
@@ -54,12 +54,7 @@ func (l *loop) run() int {
 	return l.status
 }
 
-func (l *loop) graceDur() time.Duration {
-	if l.Grace == 0 {
-		return DefaultGrace
-	}
-	return l.Grace
-}
+func (l *loop) graceDur() time.Duration { return orDefault(l.Grace, DefaultGrace) }
 
 // handle acts on one signal and reports whether it was a stop request.
 func (l *loop) handle(sig unix.Signal) bool {

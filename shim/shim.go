@@ -52,6 +52,13 @@
 // Run returns the backend's status: exit code N is N, death by signal S is
 // 128+S.
 //
+// Durations follow one rule, inetaf/tcpproxy's, here and in forward.Proxy:
+// zero means the package's default (DefaultGrace, DefaultCleanupGrace,
+// forward.DefaultDialRetry), and negative means no limit, so the wait it
+// bounds never ends on its own. A negative Grace never SIGKILLs the backend
+// on time (a third stop request still does); a negative CleanupGrace waits
+// for leftovers to exit on their SIGTERM.
+//
 // What it deliberately does not do: restart the backend (the platform does
 // that, and must see the exit), drop privileges, or touch the terminal.
 package shim
@@ -76,7 +83,8 @@ const (
 	ExitNotFound      = 127
 )
 
-// Defaults for the zero values of Supervisor's durations.
+// Defaults for the zero values of Supervisor's durations; see the package
+// doc for negative ones.
 const (
 	// DefaultGrace fits Docker's 10 s stop timeout: after the SIGKILL at 8 s
 	// the backend's group is gone at once, and the shim exits before Docker's
@@ -110,10 +118,11 @@ type Supervisor struct {
 	// StopSignal is sent to the backend on a stop request. If zero, SIGINT.
 	StopSignal unix.Signal
 	// Grace is how long after the first stop request the backend's process
-	// group is SIGKILLed. If zero, DefaultGrace; if negative, never.
+	// group is SIGKILLed (zero: DefaultGrace; negative: never).
 	Grace time.Duration
 	// CleanupGrace is how long leftovers get between SIGTERM and SIGKILL
-	// after the backend exits. If zero, DefaultCleanupGrace.
+	// after the backend exits (zero: DefaultCleanupGrace; negative: no
+	// SIGKILL).
 	CleanupGrace time.Duration
 	// ParentDeathSignal is sent to the backend by the kernel if the shim
 	// dies without cleaning up (SIGKILL, a crash). It matters only when the
@@ -270,6 +279,23 @@ func sigName(s unix.Signal) string {
 		return n
 	}
 	return "signal " + strconv.Itoa(int(s))
+}
+
+// orDefault is d, or def if d is zero: the durations' rule (package doc).
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// after is a channel that receives once d has passed, or never if d is
+// negative (no limit).
+func after(d time.Duration) <-chan time.Time {
+	if d < 0 {
+		return nil
+	}
+	return time.After(d)
 }
 
 // Logger is what Supervisor logs to; *log.Logger is one.
