@@ -3,87 +3,54 @@ package shim
 import (
 	"errors"
 	"os"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// ExitStatus maps a wait status to a shell-style exit code.
-func ExitStatus(ws unix.WaitStatus) int {
-	switch {
-	case ws.Exited():
-		return ws.ExitStatus()
-	case ws.Signaled():
-		return 128 + int(ws.Signal())
-	}
-	return 1
-}
-
-// loop is the single goroutine that owns signals, waits and timers.
+// loop is the single goroutine that owns signals, waits and timers. It
+// carries out what the policy decides.
 type loop struct {
 	*Supervisor
-	pid   int
-	spare *os.File // a descriptor to give up when /proc cannot be read
-	stops int      // stop requests so far
-
-	exited bool
-	status int
+	pid    int
+	spare  *os.File // a descriptor to give up when /proc cannot be read
+	policy *policy
+	grace  <-chan time.Time // the policy's grace timer, while it runs
 }
 
 func (l *loop) run() int {
-	var grace <-chan time.Time
-	for !l.exited {
+	for !l.policy.exited {
 		select {
 		case <-l.chld:
 			l.reap()
 		case sig := <-l.sigs:
-			if l.handle(sig.(unix.Signal)) && grace == nil {
-				grace = after(l.graceDur())
-			}
-		case <-grace:
-			logf(l.Log, "backend still running %v after the stop request; sending SIGKILL to its process group", l.graceDur())
-			l.kill(-l.pid, unix.SIGKILL)
-			grace = nil
+			l.do(l.policy.signal(sig.(unix.Signal)))
+		case <-l.grace:
+			l.grace = nil
+			l.do(l.policy.graceExpired())
 		}
 	}
 	if l.Exited != nil {
-		l.Exited(l.status)
+		l.Exited(l.policy.status)
 	}
 	l.cleanup()
-	return l.status
+	return l.policy.status
 }
 
-func (l *loop) graceDur() time.Duration { return orDefault(l.Grace, DefaultGrace) }
-
-// handle acts on one signal and reports whether it was a stop request.
-func (l *loop) handle(sig unix.Signal) bool {
-	switch sig {
-	case unix.SIGPIPE:
-		return false
-	case unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
-		l.stops++
-		switch l.stops {
-		case 1, 2:
-			logf(l.Log, "received %s (stop request %d); sending %s to the backend (pid %d)", sigName(sig), l.stops, sigName(l.stopSignal()), l.pid)
-			l.kill(l.pid, l.stopSignal())
-		default:
-			logf(l.Log, "received %s (stop request %d); sending SIGKILL to the backend's process group", sigName(sig), l.stops)
-			l.kill(-l.pid, unix.SIGKILL)
+// do carries out the policy's actions.
+func (l *loop) do(acts []action) {
+	for _, a := range acts {
+		switch a.kind {
+		case logInfo:
+			logf(l.Log, "%s", a.msg)
+		case logDebug:
+			logf(l.Debug, "%s", a.msg)
+		case kill:
+			l.kill(a.pid, a.sig)
+		case startGrace:
+			l.grace = time.After(a.d)
 		}
-		return true
-	default:
-		logf(l.Debug, "forwarding %s to pid %d", sigName(sig), l.pid)
-		l.kill(l.pid, sig)
-		return false
 	}
-}
-
-func (l *loop) stopSignal() unix.Signal {
-	if l.StopSignal == 0 {
-		return unix.SIGINT
-	}
-	return l.StopSignal
 }
 
 // kill sends sig to pid (a negative pid is a process group). ESRCH only
@@ -94,8 +61,8 @@ func (l *loop) kill(pid int, sig unix.Signal) {
 	}
 }
 
-// reap collects every child that has exited. It reports whether any child
-// is left.
+// reap collects every child that has exited, the backend's status going to
+// the policy. It reports whether any child is left.
 func (l *loop) reap() bool {
 	for {
 		var ws unix.WaitStatus
@@ -111,17 +78,9 @@ func (l *loop) reap() bool {
 		case pid <= 0:
 			return true
 		case pid == l.pid:
-			l.exited, l.status = true, ExitStatus(ws)
-			logf(l.Debug, "backend (pid %d) exited: %s, status %d", pid, describe(ws), l.status)
+			l.do(l.policy.backendExited(ws))
 		default:
 			logf(l.Debug, "reaped pid %d: %s", pid, describe(ws))
 		}
 	}
-}
-
-func describe(ws unix.WaitStatus) string {
-	if ws.Signaled() {
-		return "killed by " + sigName(ws.Signal())
-	}
-	return "exit " + strconv.Itoa(ws.ExitStatus())
 }

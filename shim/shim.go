@@ -204,7 +204,7 @@ func (s *Supervisor) Run() (int, error) {
 	}
 	logf(s.Debug, "started %s (pid %d)", s.Path, pid)
 
-	l := &loop{Supervisor: s, pid: pid, spare: spare}
+	l := &loop{Supervisor: s, pid: pid, spare: spare, policy: newPolicy(s, pid)}
 	status := l.run()
 	l.spare.Close() // nil-safe: an *os.File method
 	return status, nil
