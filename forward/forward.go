@@ -65,7 +65,8 @@ type Proxy struct {
 	Target string
 	// DialRetry bounds how long an accepted connection is held while the
 	// upstream refuses or cannot be reached. If zero, DefaultDialRetry is used;
-	// if negative, the dial is tried once.
+	// if negative, there is no bound: the dial is retried until it succeeds or
+	// the proxy is closed (the rule for durations in the shim package doc).
 	DialRetry time.Duration
 	// Log receives operational problems (accept errors, upstream given up on).
 	// If nil, they are discarded. A *log.Logger will do.
@@ -305,7 +306,7 @@ func (p *Proxy) dial() (net.Conn, error) {
 		if err == nil {
 			return c, nil
 		}
-		if retry < 0 || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return nil, fmt.Errorf("dial %s: %w", p.Target, err)
 		}
 		logf(p.Debug, "forward: dial %s: %v; retrying in %v", p.Target, err, backoff)

@@ -52,6 +52,13 @@
 // Run returns the backend's status: exit code N is N, death by signal S is
 // 128+S.
 //
+// Durations follow one rule, inetaf/tcpproxy's, here and in forward.Proxy:
+// zero means the package's default (DefaultGrace, DefaultCleanupGrace,
+// forward.DefaultDialRetry), and negative means no limit, so the wait it
+// bounds never ends on its own. A negative Grace never SIGKILLs the backend
+// on time (a third stop request still does); a negative CleanupGrace waits
+// for leftovers to exit on their SIGTERM.
+//
 // What it deliberately does not do: restart the backend (the platform does
 // that, and must see the exit), drop privileges, or touch the terminal.
 package shim
@@ -59,13 +66,11 @@ package shim
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/signal"
 	"runtime"
 	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -78,7 +83,8 @@ const (
 	ExitNotFound      = 127
 )
 
-// Defaults for the zero values of Supervisor's durations.
+// Defaults for the zero values of Supervisor's durations; see the package
+// doc for negative ones.
 const (
 	// DefaultGrace fits Docker's 10 s stop timeout: after the SIGKILL at 8 s
 	// the backend's group is gone at once, and the shim exits before Docker's
@@ -112,10 +118,11 @@ type Supervisor struct {
 	// StopSignal is sent to the backend on a stop request. If zero, SIGINT.
 	StopSignal unix.Signal
 	// Grace is how long after the first stop request the backend's process
-	// group is SIGKILLed. If zero, DefaultGrace; if negative, never.
+	// group is SIGKILLed (zero: DefaultGrace; negative: never).
 	Grace time.Duration
 	// CleanupGrace is how long leftovers get between SIGTERM and SIGKILL
-	// after the backend exits. If zero, DefaultCleanupGrace.
+	// after the backend exits (zero: DefaultCleanupGrace; negative: no
+	// SIGKILL).
 	CleanupGrace time.Duration
 	// ParentDeathSignal is sent to the backend by the kernel if the shim
 	// dies without cleaning up (SIGKILL, a crash). It matters only when the
@@ -157,8 +164,6 @@ func (e *StartError) Error() string {
 	return fmt.Sprintf("start %s: %v%s", e.Path, e.Err, hint)
 }
 
-var errIsDir = errors.New("is a directory")
-
 func (e *StartError) Unwrap() error { return e.Err }
 
 // Run starts the program and supervises it until it and its leftovers are
@@ -199,7 +204,7 @@ func (s *Supervisor) Run() (int, error) {
 	}
 	logf(s.Debug, "started %s (pid %d)", s.Path, pid)
 
-	l := &loop{Supervisor: s, pid: pid, spare: spare}
+	l := &loop{Supervisor: s, pid: pid, spare: spare, policy: newPolicy(s, pid)}
 	status := l.run()
 	l.spare.Close() // nil-safe: an *os.File method
 	return status, nil
@@ -214,8 +219,8 @@ func (s *Supervisor) Run() (int, error) {
 // Subscribe returns at once and subscribes in the background, stop requests
 // first; Run waits for it before starting the program. Each signal is a
 // round trip to the runtime's signal-mask thread (os/signal has no batch),
-// about 50 µs apiece here, and the program's setup (binding the forwards)
-// runs meanwhile: 0.3 ms off the shim's start in make bench.
+// so the program's setup (binding the forwards) runs meanwhile instead of
+// after them, and the backend starts that much sooner.
 //
 // The subscription outlives Run on purpose. Between Run's return and the
 // program's exit a stop request must still be taken, not left to the
@@ -269,330 +274,28 @@ func (s *Supervisor) start(deathSig unix.Signal) (int, error) {
 	return pid, nil
 }
 
-// Environ returns the environment the shim was started with, exactly:
-// os.Environ drops the second of two entries with the same name, and the
-// backend must get what the platform gave, byte for byte.
-func Environ() []string {
-	b, err := os.ReadFile("/proc/self/environ")
-	if err != nil || len(b) == 0 {
-		return os.Environ()
-	}
-	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
-}
-
-// LookPath resolves a program the way execvp would, with PATH taken from
-// env (the child's environment), and checks that it can be executed. Its
-// error is a *StartError, so bad input is reported before anything starts.
-func LookPath(name string, env []string) (string, error) {
-	if strings.Contains(name, "/") {
-		return name, checkExecutable(name)
-	}
-	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			path = v
-			break // the first, as getenv(3) finds it
-		}
-	}
-	var firstErr error
-	for _, dir := range strings.Split(path, ":") {
-		if dir == "" {
-			dir = "."
-		}
-		full := dir + "/" + name
-		err := checkExecutable(full)
-		if err == nil {
-			return full, nil
-		}
-		var se *StartError
-		if errors.As(err, &se) && se.Code == ExitNotExecutable && firstErr == nil {
-			firstErr = err
-		}
-	}
-	if firstErr != nil {
-		return "", firstErr
-	}
-	return "", &StartError{Path: name, Code: ExitNotFound, Err: errors.New("not found in PATH")}
-}
-
-func checkExecutable(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err // the path is already in StartError
-		}
-		return startError(path, err)
-	}
-	if fi.IsDir() {
-		return &StartError{Path: path, Code: ExitNotExecutable, Err: errIsDir}
-	}
-	if err := unix.Access(path, unix.X_OK); err != nil {
-		return startError(path, err)
-	}
-	return nil
-}
-
-func startError(path string, err error) error {
-	code := ExitNotExecutable
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-		code = ExitNotFound
-	}
-	return &StartError{Path: path, Code: code, Err: err}
-}
-
-// ExitStatus maps a wait status to a shell-style exit code.
-func ExitStatus(ws unix.WaitStatus) int {
-	switch {
-	case ws.Exited():
-		return ws.ExitStatus()
-	case ws.Signaled():
-		return 128 + int(ws.Signal())
-	}
-	return 1
-}
-
-// loop is the single goroutine that owns signals, waits and timers.
-type loop struct {
-	*Supervisor
-	pid   int
-	spare *os.File // a descriptor to give up when /proc cannot be read
-	stops int      // stop requests so far
-
-	exited bool
-	status int
-}
-
-func (l *loop) run() int {
-	var grace <-chan time.Time
-	for !l.exited {
-		select {
-		case <-l.chld:
-			l.reap()
-		case sig := <-l.sigs:
-			if l.handle(sig.(unix.Signal)) && grace == nil && l.graceDur() > 0 {
-				grace = time.After(l.graceDur())
-			}
-		case <-grace:
-			logf(l.Log, "backend still running %v after the stop request; sending SIGKILL to its process group", l.graceDur())
-			l.kill(-l.pid, unix.SIGKILL)
-			grace = nil
-		}
-	}
-	if l.Exited != nil {
-		l.Exited(l.status)
-	}
-	l.cleanup()
-	return l.status
-}
-
-func (l *loop) graceDur() time.Duration {
-	if l.Grace == 0 {
-		return DefaultGrace
-	}
-	return l.Grace
-}
-
-// handle acts on one signal and reports whether it was a stop request.
-func (l *loop) handle(sig unix.Signal) bool {
-	switch sig {
-	case unix.SIGPIPE:
-		return false
-	case unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
-		l.stops++
-		switch l.stops {
-		case 1, 2:
-			logf(l.Log, "received %s (stop request %d); sending %s to the backend (pid %d)", sigName(sig), l.stops, sigName(l.stopSignal()), l.pid)
-			l.kill(l.pid, l.stopSignal())
-		default:
-			logf(l.Log, "received %s (stop request %d); sending SIGKILL to the backend's process group", sigName(sig), l.stops)
-			l.kill(-l.pid, unix.SIGKILL)
-		}
-		return true
-	default:
-		logf(l.Debug, "forwarding %s to pid %d", sigName(sig), l.pid)
-		l.kill(l.pid, sig)
-		return false
-	}
-}
-
-func (l *loop) stopSignal() unix.Signal {
-	if l.StopSignal == 0 {
-		return unix.SIGINT
-	}
-	return l.StopSignal
-}
-
-// kill sends sig to pid (a negative pid is a process group). ESRCH only
-// means it is already gone.
-func (l *loop) kill(pid int, sig unix.Signal) {
-	if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
-		logf(l.Log, "kill %d %s: %v", pid, sigName(sig), err)
-	}
-}
-
-// reap collects every child that has exited. It reports whether any child
-// is left.
-func (l *loop) reap() bool {
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.ECHILD):
-			return false
-		case err != nil:
-			logf(l.Log, "wait4: %v", err)
-			return true
-		case pid <= 0:
-			return true
-		case pid == l.pid:
-			l.exited, l.status = true, ExitStatus(ws)
-			logf(l.Debug, "backend (pid %d) exited: %s, status %d", pid, describe(ws), l.status)
-		default:
-			logf(l.Debug, "reaped pid %d: %s", pid, describe(ws))
-		}
-	}
-}
-
-// cleanup ends what the backend left: its process group (the Node server)
-// and everything adopted by the shim. SIGTERM first, SIGKILL after
-// CleanupGrace, until no child is left. Orphans of the processes killed here
-// are adopted in turn, so each SIGCHLD triggers another round.
-func (l *loop) cleanup() {
-	if !l.reap() {
-		return
-	}
-	grace := l.CleanupGrace
-	if grace <= 0 {
-		grace = DefaultCleanupGrace
-	}
-	// Each leftover gets each signal once: a program may take a second
-	// SIGTERM as "force quit" and lose its graceful path.
-	sig, signalled := unix.SIGTERM, map[int]bool{}
-	l.signalLeftovers(sig, signalled, true)
-	deadline := time.After(grace)
-	for l.reap() {
-		select {
-		case <-l.chld:
-			// Processes whose parent just died were adopted: find them.
-			l.signalLeftovers(sig, signalled, false)
-		case <-l.sigs:
-			// The backend is gone; stop requests have nothing left to do.
-		case <-deadline:
-			if sig == unix.SIGKILL {
-				// Unkillable (stuck in the kernel) or out of our sight: the
-				// backend's status matters more than waiting forever.
-				logf(l.Log, "leftover processes survived SIGKILL for %v; exiting without them", grace)
-				return
-			}
-			sig, signalled, deadline = unix.SIGKILL, map[int]bool{}, time.After(grace)
-			logf(l.Log, "leftover processes still running %v after the backend exited; sending SIGKILL", grace)
-			l.signalLeftovers(sig, signalled, true)
-		}
-	}
-}
-
-// signalLeftovers sends sig, once each, to what is left of the backend's
-// process group and to every process the shim has adopted. Where /proc
-// cannot show them (it belongs to another PID namespace, or is missing), it
-// falls back, on entering a phase only, to the process group, or as PID 1 to
-// every process in the namespace.
-func (l *loop) signalLeftovers(sig unix.Signal, signalled map[int]bool, entering bool) {
-	pids, err := leftovers(os.Getpid(), l.pid)
-	if isOutOfFiles(err) && l.spare != nil {
-		l.spare.Close()
-		l.spare = nil
-		pids, err = leftovers(os.Getpid(), l.pid)
-	}
-	if err != nil {
-		if entering {
-			logf(l.Debug, "cannot list leftover processes (%v); signalling the group, or as PID 1 everyone", err)
-			if os.Getpid() == 1 {
-				l.kill(-1, sig) // the group included
-			} else {
-				l.kill(-l.pid, sig)
-			}
-		}
-		return
-	}
-	for _, pid := range pids {
-		if !signalled[pid] {
-			signalled[pid] = true
-			logf(l.Debug, "sending %s to leftover pid %d", sigName(sig), pid)
-			l.kill(pid, sig)
-		}
-	}
-}
-
-// leftovers lists, from /proc, the live processes whose parent is self or
-// whose process group is pgid. The kernel's /proc/PID/task/TID/children is
-// not always built in.
-func leftovers(self, pgid int) ([]int, error) {
-	// /proc/self names us only if this /proc is our PID namespace's; a
-	// test's fresh namespace often still sees the host's.
-	if me, err := os.Readlink("/proc/self"); err != nil || me != strconv.Itoa(self) {
-		return nil, fmt.Errorf("list leftovers: /proc is not this PID namespace's (%v)", err)
-	}
-	dir, err := os.Open("/proc")
-	if err != nil {
-		return nil, fmt.Errorf("list leftovers: %w", err)
-	}
-	names, err := dir.Readdirnames(-1)
-	// Closed before the stat files are read: out of descriptors, the spare
-	// given up is the only one, and it must serve the directory and then
-	// each stat file in turn (CI run of stop 8: with the directory still
-	// open, every stat read failed and an adopted daemon went unsignalled).
-	dir.Close()
-	if err != nil {
-		return nil, fmt.Errorf("list leftovers: %w", err)
-	}
-	parent, group := strconv.Itoa(self), strconv.Itoa(pgid)
-	var out []int
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil || pid == self {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + name + "/stat")
-		if isOutOfFiles(err) {
-			return nil, fmt.Errorf("list leftovers: %w", err)
-		}
-		if err != nil {
-			continue // gone meanwhile
-		}
-		// The command name in parentheses may contain anything; the fields
-		// after the last ')' are state, ppid and pgrp.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) >= 3 && f[0] != "Z" && (f[1] == parent || f[2] == group) {
-			out = append(out, pid)
-		}
-	}
-	return out, nil
-}
-
-func isOutOfFiles(err error) bool {
-	return errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE)
-}
-
-func describe(ws unix.WaitStatus) string {
-	if ws.Signaled() {
-		return "killed by " + sigName(ws.Signal())
-	}
-	return "exit " + strconv.Itoa(ws.ExitStatus())
-}
-
 func sigName(s unix.Signal) string {
 	if n := unix.SignalName(s); n != "" {
 		return n
 	}
 	return "signal " + strconv.Itoa(int(s))
+}
+
+// orDefault is d, or def if d is zero: the durations' rule (package doc).
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// after is a channel that receives once d has passed, or never if d is
+// negative (no limit).
+func after(d time.Duration) <-chan time.Time {
+	if d < 0 {
+		return nil
+	}
+	return time.After(d)
 }
 
 // Logger is what Supervisor logs to; *log.Logger is one.

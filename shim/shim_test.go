@@ -6,45 +6,47 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/convex-shim/convex-shim/internal/pid1test"
 	"golang.org/x/sys/unix"
 )
 
 // The test binary doubles as the supervised program (the os/exec helper
-// pattern): with SHIM_TEST_HELPER set it plays a role instead of testing.
+// pattern of internal/pid1test): in a helper role it plays it instead of
+// testing.
 func TestMain(m *testing.M) {
-	switch os.Getenv("SHIM_TEST_HELPER") {
-	case "":
-		os.Exit(m.Run())
-	case "exit":
-		var code int
-		fmt.Sscan(os.Getenv("SHIM_TEST_CODE"), &code)
-		os.Exit(code)
-	case "orphans":
-		// Leave a long-lived orphan behind (a child we do not wait for),
-		// print its pid, and exit: it must be adopted and cleaned up.
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), "SHIM_TEST_HELPER=sleeper")
-		ready, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			fmt.Println("start sleeper:", err)
-			os.Exit(1)
+	pid1test.Dispatch(func(role string) {
+		switch role {
+		case "exit":
+			var code int
+			fmt.Sscan(os.Getenv("SHIM_TEST_CODE"), &code)
+			os.Exit(code)
+		case "orphans":
+			// Leave a long-lived orphan behind (a child we do not wait for),
+			// print its pid, and exit: it must be adopted and cleaned up.
+			cmd := pid1test.Self("sleeper")
+			cmd.Stdout = nil
+			ready, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				fmt.Println("start sleeper:", err)
+				os.Exit(1)
+			}
+			line, _ := bufio.NewReader(ready).ReadString('\n')
+			fmt.Printf("orphan %d %s", cmd.Process.Pid, line)
+			os.Exit(7)
+		case "sleeper":
+			// Ignore SIGTERM so cleanup has to escalate to SIGKILL.
+			signal.Ignore(unix.SIGTERM)
+			fmt.Println("ignoring SIGTERM")
+			time.Sleep(time.Hour)
 		}
-		line, _ := bufio.NewReader(ready).ReadString('\n')
-		fmt.Printf("orphan %d %s", cmd.Process.Pid, line)
-		os.Exit(7)
-	case "sleeper":
-		// Ignore SIGTERM so cleanup has to escalate to SIGKILL.
-		signal.Ignore(unix.SIGTERM)
-		fmt.Println("ignoring SIGTERM")
-		time.Sleep(time.Hour)
-	}
+	})
+	os.Exit(m.Run())
 }
 
 func TestExitStatus(t *testing.T) {
@@ -122,7 +124,7 @@ func runHelper(t *testing.T, role string, env ...string) (int, string, error) {
 	unix.Dup2(int(w.Fd()), 1)
 	s := &Supervisor{
 		Path:         os.Args[0],
-		Env:          append(os.Environ(), append([]string{"SHIM_TEST_HELPER=" + role}, env...)...),
+		Env:          append(os.Environ(), append([]string{pid1test.RoleVar + "=" + role}, env...)...),
 		CleanupGrace: 300 * time.Millisecond,
 	}
 	status, runErr := s.Run()

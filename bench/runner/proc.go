@@ -2,63 +2,26 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	procfs "github.com/convex-shim/convex-shim/internal/proc"
 )
 
 // clockTick is USER_HZ, the unit of utime and friends in /proc/PID/stat.
-// Linux fixes it at 100 for user space.
-const clockTick = 100
+const clockTick = procfs.ClockTick
 
-// procStat is the part of /proc/PID/stat the bench reads.
-type procStat struct {
-	state                        byte
-	ppid                         int
-	utime, stime, cutime, cstime int64 // clock ticks
-}
+// readStat is /proc/PID/stat, read by the module's one parser.
+func readStat(pid int) (procfs.Stat, error) { return procfs.ReadStat(pid) }
 
-func readStat(pid int) (procStat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, err
-	}
-	// The command name in parentheses may contain anything: fields start
-	// after the last ')'. f[0] is field 3 (state).
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 15 {
-		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	num := func(k int) int64 { n, _ := strconv.ParseInt(f[k-3], 10, 64); return n }
-	return procStat{
-		state: f[0][0], ppid: int(num(4)),
-		utime: num(14), stime: num(15), cutime: num(16), cstime: num(17),
-	}, nil
-}
-
-// children lists the pids whose parent is ppid. The kernel here has no
-// /proc/PID/task/TID/children, so it scans /proc.
+// children lists the pids whose parent is ppid.
 func children(ppid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
 	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, err := readStat(pid); err == nil && st.ppid == ppid {
-			out = append(out, pid)
-		}
+	for _, st := range procfs.Children(ppid) {
+		out = append(out, st.PID)
 	}
 	return out
 }
@@ -75,14 +38,14 @@ func cpuTicks(pid int, tree bool) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	t := st.utime + st.stime
+	t := st.UTime + st.STime
 	if !tree {
 		return t, nil
 	}
-	t += st.cutime + st.cstime
+	t += st.CUTime + st.CSTime
 	for _, k := range kids {
 		if c, err := readStat(k); err == nil {
-			t += c.utime + c.stime + c.cutime + c.cstime
+			t += c.UTime + c.STime + c.CUTime + c.CSTime
 		}
 	}
 	return t, nil
@@ -186,7 +149,7 @@ func softirqTicks() int64 {
 	var t int64
 	for _, pid := range ksoftirqd {
 		if st, err := readStat(pid); err == nil {
-			t += st.utime + st.stime
+			t += st.UTime + st.STime
 		}
 	}
 	return t

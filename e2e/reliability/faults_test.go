@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convex-shim/convex-shim/internal/pid1test"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,10 +28,10 @@ func TestUpstreamRestart(t *testing.T) {
 	for _, how := range []string{"graceful", "killed"} {
 		t.Run(how, func(t *testing.T) {
 			const open, during = 100, 50
-			r := start(t, opts{pid1: true, env: []string{"REL_UPSTREAM=127.0.0.1:3210"}})
+			r := start(t, opts{PID1: true, Env: []string{"REL_UPSTREAM=127.0.0.1:3210"}})
 			var upPid int
-			fmt.Sscanf(r.line("upstream listening pid="), "upstream listening pid=%d", &upPid)
-			conns, err := openHeld(r.pid, open, "127.0.0.1:80")
+			fmt.Sscanf(r.Line("upstream listening pid="), "upstream listening pid=%d", &upPid)
+			conns, err := openHeld(r.PID, open, "127.0.0.1:80")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -38,11 +39,11 @@ func TestUpstreamRestart(t *testing.T) {
 
 			// Take the upstream down and watch every open connection end.
 			if how == "graceful" {
-				if err := r.signal(syscall.SIGUSR1); err != nil {
+				if err := r.Signal(syscall.SIGUSR1); err != nil {
 					t.Fatal(err)
 				}
 			} else {
-				host := hostPID(r.pid, upPid)
+				host := hostPID(r.PID, upPid)
 				if host < 0 {
 					t.Fatalf("upstream pid %d not found in the shim's PID namespace", upPid)
 				}
@@ -84,7 +85,7 @@ func TestUpstreamRestart(t *testing.T) {
 				t.Errorf("want all %d open connections to end (EOF or reset), got %v", open, endings)
 			}
 			if how == "graceful" {
-				r.line("upstream down")
+				r.Line("upstream down")
 			}
 
 			// Nothing listens on 3210 now. New connections are accepted and
@@ -96,7 +97,7 @@ func TestUpstreamRestart(t *testing.T) {
 			results := make(chan result, during)
 			var ready sync.WaitGroup
 			ready.Add(during)
-			go nsRun(r.pid, during, func(int) error {
+			go nsRun(r.PID, during, func(int) error {
 				c, err := dialFrom("", "127.0.0.1:80", 10*time.Second)
 				if err != nil {
 					ready.Done()
@@ -120,10 +121,10 @@ func TestUpstreamRestart(t *testing.T) {
 				t.Fatalf("a connection made while the upstream was down ended before it came back: %v", res.err)
 			case <-time.After(time.Second):
 			}
-			if err := r.signal(syscall.SIGUSR2); err != nil {
+			if err := r.Signal(syscall.SIGUSR2); err != nil {
 				t.Fatal(err)
 			}
-			r.stdout.waitFor(30*time.Second, func(l string) bool {
+			r.Stdout.WaitFor(30*time.Second, func(l string) bool {
 				return strings.HasPrefix(l, "upstream listening pid=") && l != fmt.Sprintf("upstream listening pid=%d", upPid)
 			})
 			up := time.Now()
@@ -139,13 +140,13 @@ func TestUpstreamRestart(t *testing.T) {
 			}
 			t.Logf("%d connections made while the upstream was down were held %v and all answered %v after it came back",
 				during, up.Sub(down).Round(time.Millisecond), last.Sub(up).Round(time.Millisecond))
-			if s := r.stderr.String(); strings.Contains(s, "giving up") {
+			if s := r.Stderr.String(); strings.Contains(s, "giving up") {
 				t.Errorf("the shim gave up on a client:\n%s", s)
 			}
-			if err := r.signal(syscall.SIGTERM); err != nil {
+			if err := r.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
-			if code := r.wait(30 * time.Second); code != 0 {
+			if code := r.Wait(30 * time.Second); code != 0 {
 				t.Fatalf("exit %d after SIGTERM, want 0", code)
 			}
 		})
@@ -160,24 +161,24 @@ var retryIn = regexp.MustCompile(`forward: accept on 127\.0\.0\.1:80: .*too many
 // backlog are served once descriptors free up, and so are new ones.
 func TestFDExhaustion(t *testing.T) {
 	const base, pending = 40, 20
-	r := start(t, opts{pid1: true, env: []string{"REL_LISTEN=127.0.0.1:3210"}})
-	r.line("listening")
+	r := start(t, opts{PID1: true, Env: []string{"REL_LISTEN=127.0.0.1:3210"}})
+	r.Line("listening")
 	var backendPid int
-	fmt.Sscanf(r.line("ready pid="), "ready pid=%d", &backendPid)
-	conns, err := openHeld(r.pid, base, "127.0.0.1:80")
+	fmt.Sscanf(r.Line("ready pid="), "ready pid=%d", &backendPid)
+	conns, err := openHeld(r.PID, base, "127.0.0.1:80")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer closeAll(conns)
 
 	var old unix.Rlimit
-	if err := unix.Prlimit(r.pid, unix.RLIMIT_NOFILE, nil, &old); err != nil {
+	if err := unix.Prlimit(r.PID, unix.RLIMIT_NOFILE, nil, &old); err != nil {
 		t.Fatal(err)
 	}
-	used := fdCount(r.pid)
+	used := fdCount(r.PID)
 	low := unix.Rlimit{Cur: uint64(used + 3), Max: old.Max}
-	if err := unix.Prlimit(r.pid, unix.RLIMIT_NOFILE, &low, nil); err != nil {
-		t.Fatalf("prlimit(%d, RLIMIT_NOFILE, %d): %v", r.pid, low.Cur, err)
+	if err := unix.Prlimit(r.PID, unix.RLIMIT_NOFILE, &low, nil); err != nil {
+		t.Fatalf("prlimit(%d, RLIMIT_NOFILE, %d): %v", r.PID, low.Cur, err)
 	}
 	t.Logf("shim uses %d descriptors with %d connections; RLIMIT_NOFILE lowered from %d to %d", used, base, old.Cur, low.Cur)
 
@@ -185,7 +186,7 @@ func TestFDExhaustion(t *testing.T) {
 	// (the listen backlog), the shim cannot accept them all.
 	results := make(chan error, pending)
 	pend := make([]net.Conn, pending)
-	go nsRun(r.pid, pending, func(i int) error {
+	go nsRun(r.PID, pending, func(i int) error {
 		c, err := dialFrom("", "127.0.0.1:80", 10*time.Second)
 		if err != nil {
 			results <- fmt.Errorf("dial: %w", err)
@@ -197,12 +198,12 @@ func TestFDExhaustion(t *testing.T) {
 	})
 	defer func() { closeAll(pend) }()
 	t0 := time.Now()
-	r.logLine("too many open files; retrying in 1s", 30*time.Second)
+	r.LogLine("too many open files; retrying in 1s", 30*time.Second)
 	exhausted := time.Now()
 	// Stay exhausted a few seconds more: the backoff must hold at 1s.
 	time.Sleep(3 * time.Second)
 	var delays []string
-	for _, l := range r.stderr.all() {
+	for _, l := range r.Stderr.All() {
 		if m := retryIn.FindStringSubmatch(l); m != nil {
 			delays = append(delays, m[1])
 		}
@@ -222,8 +223,8 @@ func TestFDExhaustion(t *testing.T) {
 	if limit := 2*9 + int(period.Seconds()) + 2; len(delays) > limit {
 		t.Errorf("%d accept errors logged in %v: not backing off (want at most %d)", len(delays), period, limit)
 	}
-	if r.exited() || procState(backendPidHost(t, r, backendPid)) == "" {
-		t.Fatalf("the shim or the backend did not stay up (shim exited: %v)", r.exited())
+	if r.Exited() || procState(backendPidHost(t, r, backendPid)) == "" {
+		t.Fatalf("the shim or the backend did not stay up (shim exited: %v)", r.Exited())
 	}
 	answered := 0
 	for len(results) > 0 {
@@ -249,25 +250,25 @@ func TestFDExhaustion(t *testing.T) {
 	}
 	t.Logf("all %d pending clients answered %v after descriptors were freed (exhausted at %v)", pending, time.Since(freed).Round(time.Millisecond), exhausted.Sub(t0).Round(time.Millisecond))
 	closeAll(pend)
-	if err := unix.Prlimit(r.pid, unix.RLIMIT_NOFILE, &old, nil); err != nil {
+	if err := unix.Prlimit(r.PID, unix.RLIMIT_NOFILE, &old, nil); err != nil {
 		t.Fatal(err)
 	}
-	more, err := openHeld(r.pid, 100, "127.0.0.1:80")
+	more, err := openHeld(r.PID, 100, "127.0.0.1:80")
 	if err != nil {
 		t.Fatalf("after the limit was restored: %v", err)
 	}
 	closeAll(more)
-	if err := r.signal(syscall.SIGTERM); err != nil {
+	if err := r.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := r.wait(30 * time.Second); code != 0 {
+	if code := r.Wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGTERM, want 0", code)
 	}
 }
 
-func backendPidHost(t *testing.T, r *shimRun, nsPid int) int {
+func backendPidHost(t *testing.T, r *pid1test.Instance, nsPid int) int {
 	t.Helper()
-	return hostPID(r.pid, nsPid)
+	return hostPID(r.PID, nsPid)
 }
 
 // kid is one process of the backend's tree, as it reported itself.
@@ -275,15 +276,15 @@ type kid struct {
 	kind           string
 	pid, pgid, sid int // as seen in the shim's PID namespace
 	host           int // host pid
-	start          string
+	start          uint64
 }
 
-func waitKids(t *testing.T, r *shimRun, pid1 bool, kinds []string) []*kid {
+func waitKids(t *testing.T, r *pid1test.Instance, pid1 bool, kinds []string) []*kid {
 	t.Helper()
 	var kids []*kid
 	for i := range kinds {
 		n := 0
-		l, ok := r.stdout.waitFor(30*time.Second, func(l string) bool {
+		l, ok := r.Stdout.WaitFor(30*time.Second, func(l string) bool {
 			if strings.HasPrefix(l, "kid ") && !strings.Contains(l, " got ") {
 				n++
 				return n == i+1
@@ -297,7 +298,7 @@ func waitKids(t *testing.T, r *shimRun, pid1 bool, kinds []string) []*kid {
 		fmt.Sscanf(l, "kid %s pid=%d pgid=%d sid=%d", &k.kind, &k.pid, &k.pgid, &k.sid)
 		k.host = k.pid
 		if pid1 {
-			k.host = hostPID(r.pid, k.pid)
+			k.host = hostPID(r.PID, k.pid)
 		}
 		k.start = startTime(k.host)
 		kids = append(kids, k)
@@ -331,11 +332,11 @@ func TestBackendCrashAndLeftovers(t *testing.T) {
 				name = mode.name + "/pid1"
 			}
 			t.Run(name, func(t *testing.T) {
-				r := start(t, opts{pid1: pid1, noNet: true,
-					args: []string{"--forward", "off", "-v", "--cleanup-grace", cleanupGrace.String()},
-					env:  []string{"REL_KIDS=" + strings.Join(kinds, ","), "REL_CRASH=" + mode.crash, "GOTRACEBACK=single"}})
+				r := start(t, opts{PID1: pid1, NoNet: true,
+					Args: []string{"--forward", "off", "-v", "--cleanup-grace", cleanupGrace.String()},
+					Env:  []string{"REL_KIDS=" + strings.Join(kinds, ","), "REL_CRASH=" + mode.crash, "GOTRACEBACK=single"}})
 				var backend int
-				fmt.Sscanf(r.line("ready pid="), "ready pid=%d", &backend)
+				fmt.Sscanf(r.Line("ready pid="), "ready pid=%d", &backend)
 				kids := waitKids(t, r, pid1, kinds)
 				byKind := map[string][]*kid{}
 				for _, k := range kids {
@@ -348,7 +349,7 @@ func TestBackendCrashAndLeftovers(t *testing.T) {
 					t.Errorf("the daemon did not get a session of its own: sid %d, pid %d", k.sid, k.pid)
 				}
 				for _, k := range append(byKind["daemon"], byKind["orphan"]...) {
-					if !eventually(10*time.Second, 5*time.Millisecond, func() bool { return ppidOf(k.host) == r.pid }) {
+					if !eventually(10*time.Second, 5*time.Millisecond, func() bool { return ppidOf(k.host) == r.PID }) {
 						t.Fatalf("%s kid %d was not adopted by the shim (ppid %d)", k.kind, k.pid, ppidOf(k.host))
 					}
 				}
@@ -358,26 +359,26 @@ func TestBackendCrashAndLeftovers(t *testing.T) {
 				if err := unix.Kill(victim.host, unix.SIGKILL); err != nil {
 					t.Fatal(err)
 				}
-				r.logLine(fmt.Sprintf("reaped pid %d: killed by SIGKILL", victim.pid), 10*time.Second)
-				if z := zombiesOf(r.pid); z != 0 {
+				r.LogLine(fmt.Sprintf("reaped pid %d: killed by SIGKILL", victim.pid), 10*time.Second)
+				if z := zombiesOf(r.PID); z != 0 {
 					t.Errorf("%d zombies under the shim after the SIGKILLed grandchild", z)
 				}
 
 				var t0 time.Time
 				if mode.crash == "" {
-					if err := r.signal(syscall.SIGTERM); err != nil {
+					if err := r.Signal(syscall.SIGTERM); err != nil {
 						t.Fatal(err)
 					}
-					r.line("backend got SIGINT")
+					r.Line("backend got SIGINT")
 				} else {
-					if err := r.signal(syscall.SIGHUP); err != nil {
+					if err := r.Signal(syscall.SIGHUP); err != nil {
 						t.Fatal(err)
 					}
-					r.line("crashing " + mode.crash)
+					r.Line("crashing " + mode.crash)
 				}
 				t0 = time.Now()
-				code := r.wait(30 * time.Second)
-				took := r.exitedAt.Sub(t0)
+				code := r.Wait(30 * time.Second)
+				took := r.ExitedAt.Sub(t0)
 				if code != mode.want {
 					t.Errorf("shim exit %d, want %d", code, mode.want)
 				}
@@ -387,7 +388,7 @@ func TestBackendCrashAndLeftovers(t *testing.T) {
 					t.Errorf("shim took %v to exit after the backend ended (cleanup grace %v)", took, cleanupGrace)
 				}
 				var terms []string // SIGTERMs each leftover saw
-				log := r.stderr.String()
+				log := r.Stderr.String()
 				if !strings.Contains(log, fmt.Sprintf("leftover processes still running %v after the backend exited; sending SIGKILL", cleanupGrace)) {
 					t.Errorf("no SIGKILL round for the SIGTERM-ignoring leftovers")
 				}
@@ -396,7 +397,7 @@ func TestBackendCrashAndLeftovers(t *testing.T) {
 						t.Errorf("%s kid pid %d was not reaped by the shim", k.kind, k.pid)
 					}
 					if k != victim {
-						n := r.countLines(fmt.Sprintf("kid %s pid=%d got SIGTERM", k.kind, k.pid))
+						n := r.CountLines(fmt.Sprintf("kid %s pid=%d got SIGTERM", k.kind, k.pid))
 						if n != 1 {
 							// Once: a second SIGTERM is "force quit" to many programs.
 							t.Errorf("%s kid pid %d got %d SIGTERMs before the SIGKILL, want exactly 1", k.kind, k.pid, n)
@@ -407,7 +408,7 @@ func TestBackendCrashAndLeftovers(t *testing.T) {
 						t.Errorf("%s kid pid %d outlived the shim", k.kind, k.pid)
 					}
 				}
-				if left := tagged(r.tag); len(left) > 0 {
+				if left := pid1test.Tagged(r.Tag); len(left) > 0 {
 					t.Errorf("processes of this run still alive after the shim exited: %v", left)
 				}
 				t.Logf("exit %d %v after the backend ended; %d kids reaped (1 SIGKILLed early, %d SIGKILLed after %v), none left; SIGTERMs seen %v",
@@ -434,23 +435,23 @@ func TestSIGTERMStorm(t *testing.T) {
 	sigints := map[int]int{}
 	var sentTotal int
 	for run := range runs {
-		r := start(t, opts{pid1: true, noNet: true, args: []string{"--forward", "off", "--grace", grace.String()},
-			env: []string{"REL_ON_INT=ignore", "REL_KIDS=obey"}})
-		r.line("ready ")
-		r.line("kid obey")
+		r := start(t, opts{PID1: true, NoNet: true, Args: []string{"--forward", "off", "--grace", grace.String()},
+			Env: []string{"REL_ON_INT=ignore", "REL_KIDS=obey"}})
+		r.Line("ready ")
+		r.Line("kid obey")
 		sent := 0
 		for range 1000 {
-			if err := r.signal(syscall.SIGTERM); err != nil {
+			if err := r.Signal(syscall.SIGTERM); err != nil {
 				break // the shim is gone: the storm outlived it
 			}
 			sent++
 		}
 		sentTotal += sent
-		code := r.wait(30 * time.Second)
+		code := r.Wait(30 * time.Second)
 		if code != 137 {
 			t.Errorf("run %d: exit %d, want 137", run, code)
 		}
-		log := r.stderr.all()
+		log := r.Stderr.All()
 		k := 0
 		for _, l := range log {
 			if !strings.Contains(l, "(stop request ") {
@@ -465,13 +466,13 @@ func TestSIGTERMStorm(t *testing.T) {
 				t.Errorf("run %d: stop request %d logged %q, want %q", run, k, l, want)
 			}
 		}
-		graceKill := r.stderr.count(func(l string) bool { return strings.Contains(l, "after the stop request; sending SIGKILL") })
+		graceKill := r.Stderr.Count(func(l string) bool { return strings.Contains(l, "after the stop request; sending SIGKILL") })
 		if (k < 3) != (graceKill == 1) || graceKill > 1 {
 			t.Errorf("run %d: %d stop requests seen and %d grace SIGKILLs logged; want the grace SIGKILL exactly when fewer than 3", run, k, graceKill)
 		}
 		// A SIGKILL right behind a SIGINT may end the backend before its
 		// handler runs; with the grace period it has 2 s to see it.
-		n := r.countLines("backend got SIGINT")
+		n := r.CountLines("backend got SIGINT")
 		low := 0
 		if k < 3 {
 			low = 1
@@ -479,7 +480,7 @@ func TestSIGTERMStorm(t *testing.T) {
 		if n < low || n > min(k, 2) {
 			t.Errorf("run %d: the backend got %d SIGINTs for %d stop requests, want %d to %d", run, n, k, low, min(k, 2))
 		}
-		for _, l := range r.stdout.all() {
+		for _, l := range r.Stdout.All() {
 			if strings.Contains(l, " got ") && l != "backend got SIGINT" {
 				t.Errorf("run %d: unexpected %q", run, l)
 			}
@@ -520,48 +521,48 @@ func TestSIGCHLDFlood(t *testing.T) {
 			name = "pid1"
 		}
 		t.Run(name, func(t *testing.T) {
-			r := start(t, opts{pid1: pid1, noNet: true, args: []string{"--forward", "off", "-v"},
-				env: []string{"REL_ORPHANS=" + strconv.Itoa(n)}})
-			r.line("ready ")
+			r := start(t, opts{PID1: pid1, NoNet: true, Args: []string{"--forward", "off", "-v"},
+				Env: []string{"REL_ORPHANS=" + strconv.Itoa(n)}})
+			r.Line("ready ")
 			t0 := time.Now()
-			r.logLine("reaped pid", 30*time.Second) // the flood has begun
+			r.LogLine("reaped pid", 30*time.Second) // the flood has begun
 			for _, sig := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGWINCH, syscall.SIGHUP, syscall.SIGALRM, syscall.SIGPWR} {
-				if err := r.signal(sig); err != nil {
+				if err := r.Signal(sig); err != nil {
 					t.Fatal(err)
 				}
-				r.line("backend got " + unix.SignalName(sig))
+				r.Line("backend got " + unix.SignalName(sig))
 			}
-			r.lineWithin("orphans spawned 1", scale(60*time.Second, 240*time.Second))
+			r.LineWithin("orphans spawned 1", scale(60*time.Second, 240*time.Second))
 			// Done when the backend is the shim's only child left.
 			var kids map[int]string
-			if !eventually(60*time.Second, 10*time.Millisecond, func() bool { kids = childrenOf(r.pid); return len(kids) == 1 }) {
-				t.Fatalf("60s after the flood the shim still has %d children (%d zombies)", len(kids), zombiesOf(r.pid))
+			if !eventually(60*time.Second, 10*time.Millisecond, func() bool { kids = childrenOf(r.PID); return len(kids) == 1 }) {
+				t.Fatalf("60s after the flood the shim still has %d children (%d zombies)", len(kids), zombiesOf(r.PID))
 			}
 			took := time.Since(t0)
-			reaped := r.stderr.count(func(l string) bool { return strings.Contains(l, "reaped pid") })
+			reaped := r.Stderr.Count(func(l string) bool { return strings.Contains(l, "reaped pid") })
 			t.Logf("%d orphans adopted and reaped in %v (%d reaped lines), no zombie left", n, took.Round(time.Millisecond), reaped)
 			if reaped != n {
 				t.Errorf("the shim reaped %d processes, want the %d orphans", reaped, n)
 			}
 
 			// Second flood, and a stop request in the middle of it.
-			if err := r.signal(syscall.SIGUSR2); err != nil {
+			if err := r.Signal(syscall.SIGUSR2); err != nil {
 				t.Fatal(err)
 			}
-			r.line("orphans started 2")
-			r.waitLogCount("reaped pid", reaped+100, 30*time.Second)
-			if err := r.signal(syscall.SIGTERM); err != nil {
+			r.Line("orphans started 2")
+			r.WaitLogCount("reaped pid", reaped+100, 30*time.Second)
+			if err := r.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
-			if code := r.wait(30 * time.Second); code != 0 {
+			if code := r.Wait(30 * time.Second); code != 0 {
 				t.Fatalf("exit %d after SIGTERM during the flood, want 0", code)
 			}
 			for _, s := range []string{"SIGUSR1", "SIGWINCH", "SIGHUP", "SIGALRM", "SIGPWR", "SIGINT"} {
-				if got := r.countLines("backend got " + s); got != 1 {
+				if got := r.CountLines("backend got " + s); got != 1 {
 					t.Errorf("backend got %s %d times, want once", s, got)
 				}
 			}
-			if left := tagged(r.tag); len(left) > 0 {
+			if left := pid1test.Tagged(r.Tag); len(left) > 0 {
 				t.Errorf("processes of this run still alive after the shim exited: %v", left)
 			}
 		})
@@ -581,14 +582,14 @@ func TestCatatonit4Loop(t *testing.T) {
 	for i := range runs {
 		code := (i*37 + 1) % 256
 		decoy := (code + 1) % 256
-		r := start(t, opts{pid1: true, noNet: true, direct: true, args: []string{"--forward", "off", "-v"},
-			program: []string{"/bin/busybox", "sh", "-c", script, "sh", strconv.Itoa(decoy), strconv.Itoa(code), strconv.Itoa(i % 10)}})
+		r := start(t, opts{PID1: true, NoNet: true, Direct: true, Args: []string{"--forward", "off", "-v"},
+			Program: []string{"/bin/busybox", "sh", "-c", script, "sh", strconv.Itoa(decoy), strconv.Itoa(code), strconv.Itoa(i % 10)}})
 		s := time.Now()
-		got := r.wait(20 * time.Second)
-		if d := r.exitedAt.Sub(s); d > slowest {
+		got := r.Wait(20 * time.Second)
+		if d := r.ExitedAt.Sub(s); d > slowest {
 			slowest = d
 		}
-		if r.stderr.count(func(l string) bool { return strings.Contains(l, "reaped pid") }) > 0 {
+		if r.Stderr.Count(func(l string) bool { return strings.Contains(l, "reaped pid") }) > 0 {
 			withOrphans++
 		}
 		if got != code {
@@ -630,27 +631,27 @@ func TestParentDeathSignalMore(t *testing.T) {
 			if tc.child {
 				env = append(env, "REL_KIDS=obey")
 			}
-			r := start(t, opts{args: tc.args, env: env})
+			r := start(t, opts{Args: tc.args, Env: env})
 			var pid int
-			fmt.Sscanf(r.line("ready pid="), "ready pid=%d", &pid)
+			fmt.Sscanf(r.Line("ready pid="), "ready pid=%d", &pid)
 			st := startTime(pid)
 			var kidPid int
 			if tc.child {
-				fmt.Sscanf(r.line("kid obey pid="), "kid obey pid=%d", &kidPid)
+				fmt.Sscanf(r.Line("kid obey pid="), "kid obey pid=%d", &kidPid)
 			}
 			if tc.fwd {
-				conns, err := openHeld(r.pid, 200, "127.0.0.1:80")
+				conns, err := openHeld(r.PID, 200, "127.0.0.1:80")
 				if err != nil {
 					t.Fatal(err)
 				}
 				closeAll(conns)
 			}
-			if err := r.signal(syscall.SIGKILL); err != nil {
+			if err := r.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			<-r.done
+			<-r.Done
 			if tc.sees != "" {
-				r.line(tc.sees)
+				r.Line(tc.sees)
 			}
 			if tc.dies {
 				if !eventually(5*time.Second, 5*time.Millisecond, func() bool { return !alive(pid, st) }) {

@@ -1,7 +1,7 @@
 package reliability
 
 // The programs the shim supervises in these tests: this test binary in a
-// role named by REL_HELPER. Each prints one line per event on stdout (the
+// role (internal/pid1test). Each prints one line per event on stdout (the
 // tests' readiness signals and oracle, dumb-init's print_signals idea).
 //
 //	backend    stands in for convex-local-backend; REL_* variables below
@@ -45,17 +45,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/convex-shim/convex-shim/forward"
+	"github.com/convex-shim/convex-shim/internal/pid1test"
+	"github.com/convex-shim/convex-shim/internal/sigdisp"
 	"golang.org/x/sys/unix"
 )
-
-// observed are the signals a helper records.
-var observed = []os.Signal{
-	unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGHUP, unix.SIGUSR1,
-	unix.SIGUSR2, unix.SIGWINCH, unix.SIGALRM, unix.SIGPWR,
-}
 
 func helperMain(role string) {
 	switch role {
@@ -89,12 +84,7 @@ func helperMain(role string) {
 }
 
 // self is this binary in another role, sharing stdout and stderr.
-func self(role string, env ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(append(os.Environ(), "REL_HELPER="+role), env...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	return cmd
-}
+func self(role string, env ...string) *exec.Cmd { return pid1test.Self(role, env...) }
 
 // backend stands in for convex-local-backend:
 //
@@ -112,8 +102,8 @@ func self(role string, env ...string) *exec.Cmd {
 //	REL_ON_INT=ignore|second-exits   (default: exit 0 after a 50 ms drain)
 //	REL_CRASH=exit:N|segv|abrt       crash that way on SIGHUP
 func backendMain() {
-	sigs := make(chan os.Signal, 64)
-	signal.Notify(sigs, observed...)
+	b := &pid1test.Backend{OnInt: os.Getenv("REL_ON_INT"), Drain: 50 * time.Millisecond, Exit: os.Getenv("REL_EXIT")}
+	b.Listen()
 	for _, kind := range list(os.Getenv("REL_KIDS")) {
 		role := "kid"
 		if kind == "daemon" || kind == "orphan" {
@@ -179,30 +169,8 @@ func backendMain() {
 		// Blocks once the pipe is full and nobody reads it.
 		go os.Stderr.Write(bytes.Repeat([]byte("backend noise\n"), n/14+1))
 	}
-	fmt.Printf("ready pid=%d pgid=%d\n", os.Getpid(), unix.Getpgrp())
-	if code := os.Getenv("REL_EXIT"); code != "" {
-		n, _ := strconv.Atoi(code)
-		os.Exit(n)
-	}
-
-	ints := 0
-	for sig := range sigs {
-		fmt.Println("backend got", unix.SignalName(sig.(unix.Signal)))
+	b.Other = func(sig unix.Signal) {
 		switch sig {
-		case unix.SIGTERM:
-			os.Exit(128 + 15)
-		case unix.SIGINT:
-			ints++
-			switch os.Getenv("REL_ON_INT") {
-			case "ignore":
-			case "second-exits":
-				if ints == 2 {
-					os.Exit(1)
-				}
-			default:
-				time.Sleep(50 * time.Millisecond)
-				os.Exit(0)
-			}
 		case unix.SIGHUP:
 			if mode := os.Getenv("REL_CRASH"); mode != "" {
 				crash(mode)
@@ -222,6 +190,7 @@ func backendMain() {
 			}
 		}
 	}
+	b.Serve()
 }
 
 var nilPointer *int // a package variable, so the compiler cannot see it is nil
@@ -236,9 +205,8 @@ func crash(mode string) {
 	case mode == "segv":
 		// A real segmentation fault with the default action, as a C or Rust
 		// program dies of one: take SIGSEGV back from the Go runtime first.
-		var act [4]uint64 // SIG_DFL
-		if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(unix.SIGSEGV), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0); e != 0 {
-			fmt.Println("sigaction:", e)
+		if err := sigdisp.Set(unix.SIGSEGV, sigdisp.Default); err != nil {
+			fmt.Println(err)
 			os.Exit(96)
 		}
 		*nilPointer = 1
@@ -370,7 +338,7 @@ func serveConn(c net.Conn) {
 func kidMain() {
 	kind := os.Getenv("REL_KIND")
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, observed...)
+	signal.Notify(sigs, pid1test.Observed...)
 	pid := os.Getpid()
 	sid, _ := unix.Getsid(0)
 	fmt.Printf("kid %s pid=%d pgid=%d sid=%d\n", kind, pid, unix.Getpgrp(), sid)
@@ -423,21 +391,6 @@ func orphanBatchMain() {
 		}
 	}
 	os.Exit(0)
-}
-
-// execWithEnv execs os.Args[1:] with exactly the environment listed
-// (NUL-separated) in the file named by REL_EXEC_ENV, duplicates and all:
-// os/exec and shells would tidy it.
-func execWithEnv(path string) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(95)
-	}
-	env := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
-	err = unix.Exec(os.Args[1], os.Args[1:], env)
-	fmt.Fprintf(os.Stderr, "exec %s: %v\n", os.Args[1], err)
-	os.Exit(95)
 }
 
 func list(s string) []string {

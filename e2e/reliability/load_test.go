@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/convex-shim/convex-shim/internal/proc"
 )
 
 // shimFigures is what /proc shows of the shim at one moment.
@@ -127,19 +129,19 @@ func TestHeld10000Connections(t *testing.T) {
 	hold := scale(3*time.Second, 60*time.Second)
 	// Each round leaves 2n connections in TIME-WAIT (the clients' and the
 	// shim's upstream ones) for 60 s: the next round needs the wide port range.
-	r := start(t, opts{pid1: true, env: []string{"REL_LISTEN=127.0.0.1:3210"}, setup: `
+	r := start(t, opts{PID1: true, Env: []string{"REL_LISTEN=127.0.0.1:3210"}, Setup: `
 echo "1024 65535" > /proc/sys/net/ipv4/ip_local_port_range`})
-	r.line("listening")
-	idle := measure(r.pid)
+	r.Line("listening")
+	idle := measure(r.PID)
 	t.Logf("idle: %v", idle)
 
 	for round := 1; round <= 2; round++ {
 		t0 := time.Now()
-		conns, err := openHeld(r.pid, n, "127.0.0.1:80")
+		conns, err := openHeld(r.PID, n, "127.0.0.1:80")
 		if err != nil {
 			t.Fatalf("round %d: opening %d connections: %v", round, n, err)
 		}
-		peak := measure(r.pid)
+		peak := measure(r.PID)
 		t.Logf("round %d: %d connections open and answered in %v; shim: %v", round, n, time.Since(t0).Round(time.Millisecond), peak)
 		if got, want := peak.kinds["socket"], idle.kinds["socket"]+2*n; got != want {
 			t.Errorf("round %d: shim holds %d sockets with %d connections open, want %d", round, got, n, want)
@@ -152,13 +154,13 @@ echo "1024 65535" > /proc/sys/net/ipv4/ip_local_port_range`})
 			closeAll(conns)
 			t.Fatalf("round %d: after %v held: %v", round, hold, err)
 		}
-		t.Logf("round %d: after %v held all %d answered again; shim: %v", round, hold, n, measure(r.pid))
+		t.Logf("round %d: after %v held all %d answered again; shim: %v", round, hold, n, measure(r.PID))
 
 		t1 := time.Now()
 		closeAll(conns)
 		var after shimFigures
 		back := eventually(60*time.Second, 20*time.Millisecond, func() bool {
-			after = measure(r.pid)
+			after = measure(r.PID)
 			return after.kinds["socket"] == idle.kinds["socket"]
 		})
 		t.Logf("round %d: closed; sockets back to idle (%d) in %v: %v; shim: %v %v", round, idle.kinds["socket"], time.Since(t1).Round(time.Millisecond), back, after, after.kinds)
@@ -172,10 +174,10 @@ echo "1024 65535" > /proc/sys/net/ipv4/ip_local_port_range`})
 		}
 	}
 
-	if err := r.signal(syscall.SIGTERM); err != nil {
+	if err := r.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := r.wait(30 * time.Second); code != 0 {
+	if code := r.Wait(30 * time.Second); code != 0 {
 		t.Fatalf("shim exit %d after SIGTERM, want 0", code)
 	}
 }
@@ -187,11 +189,11 @@ echo "1024 65535" > /proc/sys/net/ipv4/ip_local_port_range`})
 // proxyCopy goroutine left.
 func TestHeldConnectionsGoroutines(t *testing.T) {
 	n := heldTarget(t, 2, 10000)
-	r := start(t, opts{args: []string{"--forward", "off"}, env: []string{
+	r := start(t, opts{Args: []string{"--forward", "off"}, Env: []string{
 		"REL_LISTEN=127.0.0.1:3210", "REL_PROXY=127.0.0.1:81=127.0.0.1:3210"}})
-	r.line("listening")
+	r.Line("listening")
 	var proxyPid int
-	fmt.Sscanf(r.line("proxy listening pid="), "proxy listening pid=%d", &proxyPid)
+	fmt.Sscanf(r.Line("proxy listening pid="), "proxy listening pid=%d", &proxyPid)
 	seq := 0
 	goroutines := func() (total, handle, copies int) {
 		t.Helper()
@@ -199,12 +201,12 @@ func TestHeldConnectionsGoroutines(t *testing.T) {
 		if err := syscall.Kill(proxyPid, syscall.SIGUSR1); err != nil {
 			t.Fatalf("signal proxy: %v", err)
 		}
-		l := r.line(fmt.Sprintf("proxy seq=%d ", seq))
+		l := r.Line(fmt.Sprintf("proxy seq=%d ", seq))
 		fmt.Sscanf(l, "proxy seq=%d goroutines=%d handle=%d copy=%d", &seq, &total, &handle, &copies)
 		return
 	}
 	idle, _, _ := goroutines()
-	conns, err := openHeld(r.pid, n, "127.0.0.1:81")
+	conns, err := openHeld(r.PID, n, "127.0.0.1:81")
 	if err != nil {
 		t.Fatalf("opening %d connections: %v", n, err)
 	}
@@ -236,12 +238,12 @@ func TestBytesVerified(t *testing.T) {
 	const streams = 4
 	total := int64(10e9)
 	size := total / streams / 2 // per stream per direction
-	r := start(t, opts{pid1: true, env: []string{"REL_LISTEN=127.0.0.1:3210"}})
-	r.line("listening")
-	cpu0 := cpuTime(r.pid)
+	r := start(t, opts{PID1: true, Env: []string{"REL_LISTEN=127.0.0.1:3210"}})
+	r.Line("listening")
+	cpu0 := cpuTime(r.PID)
 	t0 := time.Now()
 	results := make([]streamResult, streams)
-	err := nsRun(r.pid, streams, func(i int) error {
+	err := nsRun(r.PID, streams, func(i int) error {
 		res, err := runStream("127.0.0.1:80", size, uint64(i+1))
 		results[i] = res
 		return err
@@ -254,11 +256,11 @@ func TestBytesVerified(t *testing.T) {
 		t.Logf("stream %d: %d bytes each way, client sent crc %08x received crc %08x, server %q", i+1, size, res.sentCRC, res.recvCRC, res.trailer)
 	}
 	t.Logf("%.2f GB verified byte for byte in %v (%.0f MB/s through the forwarder); shim CPU %v; shim after: %v",
-		float64(total)/1e9, elapsed.Round(time.Millisecond), float64(total)/1e6/elapsed.Seconds(), cpuTime(r.pid)-cpu0, measure(r.pid))
-	if err := r.signal(syscall.SIGTERM); err != nil {
+		float64(total)/1e9, elapsed.Round(time.Millisecond), float64(total)/1e6/elapsed.Seconds(), cpuTime(r.PID)-cpu0, measure(r.PID))
+	if err := r.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := r.wait(30 * time.Second); code != 0 {
+	if code := r.Wait(30 * time.Second); code != 0 {
 		t.Fatalf("shim exit %d after SIGTERM, want 0", code)
 	}
 }
@@ -271,11 +273,11 @@ func TestShortConnections(t *testing.T) {
 	const workers = 16
 	total := scale(50_000, 1_000_000)
 	budget := scale(4*time.Minute, 40*time.Minute)
-	r := start(t, opts{pid1: true, env: []string{"REL_LISTEN=127.0.0.1:3210"}, setup: `
+	r := start(t, opts{PID1: true, Env: []string{"REL_LISTEN=127.0.0.1:3210"}, Setup: `
 echo "1024 65535" > /proc/sys/net/ipv4/ip_local_port_range
 echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse`})
-	r.line("listening")
-	idle := measure(r.pid)
+	r.Line("listening")
+	idle := measure(r.PID)
 	var next, done, failed atomic.Int64
 	var mu sync.Mutex
 	kinds := map[string]int{}
@@ -293,7 +295,7 @@ echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse`})
 			}
 		}
 	}()
-	err := nsRun(r.pid, workers, func(w int) error {
+	err := nsRun(r.PID, workers, func(w int) error {
 		src := fmt.Sprintf("127.0.0.%d", 2+w%8)
 		for {
 			i := next.Add(1)
@@ -321,28 +323,25 @@ echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse`})
 		t.Fatal(err)
 	}
 	t.Logf("%d short connections in %v (%.0f/s), %d failed %v; shim CPU %v",
-		done.Load(), elapsed.Round(time.Millisecond), float64(done.Load())/elapsed.Seconds(), failed.Load(), kinds, cpuTime(r.pid))
+		done.Load(), elapsed.Round(time.Millisecond), float64(done.Load())/elapsed.Seconds(), failed.Load(), kinds, cpuTime(r.PID))
 	var after shimFigures
-	if !eventually(30*time.Second, 20*time.Millisecond, func() bool { after = measure(r.pid); return after.kinds["socket"] == idle.kinds["socket"] }) {
+	if !eventually(30*time.Second, 20*time.Millisecond, func() bool { after = measure(r.PID); return after.kinds["socket"] == idle.kinds["socket"] }) {
 		t.Errorf("shim sockets %d, idle %d, 30s after the last connection", after.kinds["socket"], idle.kinds["socket"])
 	}
 	t.Logf("shim idle %v, after %v", idle, after)
-	if err := r.signal(syscall.SIGTERM); err != nil {
+	if err := r.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if code := r.wait(30 * time.Second); code != 0 {
+	if code := r.Wait(30 * time.Second); code != 0 {
 		t.Fatalf("shim exit %d after SIGTERM, want 0", code)
 	}
 }
 
 // cpuTime is the user+system CPU time pid has used.
 func cpuTime(pid int) time.Duration {
-	f := statFields(pid)
-	if len(f) < 13 {
+	st, err := proc.ReadStat(pid)
+	if err != nil {
 		return 0
 	}
-	var u, s int64
-	fmt.Sscan(f[11], &u)
-	fmt.Sscan(f[12], &s)
-	return time.Duration(u+s) * time.Second / 100 // USER_HZ
+	return time.Duration(st.UTime+st.STime) * time.Second / proc.ClockTick
 }

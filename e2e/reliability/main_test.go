@@ -1,11 +1,11 @@
 // Package reliability drives the real convex-shim binary, built from
 // ./cmd/convex-shim, under load, faults and hostile conditions, each run in a
-// fresh PID and/or network namespace as cmd/convex-shim's tests do: issue 6.
+// fresh PID and/or network namespace by internal/pid1test, as e2e/pid1 does.
 // docs/reliability.md lists every case with the figure it produced and the
 // command that reproduces it.
 //
 // The test binary doubles as every program the shim supervises (the os/exec
-// helper-process pattern, see helper_test.go): with REL_HELPER set, TestMain
+// helper-process pattern, see helper_test.go): in a helper role, TestMain
 // runs that role instead of the tests. Helpers print one line per event on
 // stdout; the tests wait on those lines (and on conditions polled with a
 // deadline), never on fixed sleeps.
@@ -22,30 +22,21 @@
 package reliability
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/convex-shim/convex-shim/internal/pid1test"
+	"github.com/convex-shim/convex-shim/internal/proc"
 	"golang.org/x/sys/unix"
 )
 
-var (
-	shimBin   string // the real binary, built from ./cmd/convex-shim
-	helperBin string // a copy of this test binary that uid 1000 can execute
-	binDir    string
-	soak      = os.Getenv("RELIABILITY_SOAK") == "1"
-)
+var soak = os.Getenv("RELIABILITY_SOAK") == "1"
 
 // scale picks the soak figure or the make-test figure.
 func scale[T any](normal, soakValue T) T {
@@ -61,403 +52,16 @@ func scale[T any](normal, soakValue T) T {
 const wantNofile = 1 << 20
 
 func TestMain(m *testing.M) {
-	if env := os.Getenv("REL_EXEC_ENV"); env != "" {
-		execWithEnv(env)
-	}
-	if role := os.Getenv("REL_HELPER"); role != "" {
-		helperMain(role)
-		os.Exit(0)
-	}
+	pid1test.Dispatch(helperMain)
 	raiseNofile()
-	dir, err := os.MkdirTemp("", "convex-shim-reliability-")
-	if err == nil {
-		err = os.Chmod(dir, 0o755) // uid 1000 runs the binaries in TestNonRoot
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	shimBin = filepath.Join(dir, "convex-shim")
-	if bin := os.Getenv("RELIABILITY_SHIM"); bin != "" {
-		// Another build, such as an older commit's, to see a test catch a bug.
-		if err := copyFile(bin, shimBin, 0o755); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-	} else {
-		build := exec.Command("go", "build", "-o", shimBin, "github.com/convex-shim/convex-shim/cmd/convex-shim")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build convex-shim: %v\n%s", err, out)
-			os.Exit(1)
-		}
-	}
-	helperBin = filepath.Join(dir, "helper")
-	if err := copyFile(os.Args[0], helperBin, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	// RELIABILITY_SHIM: another build, such as an older commit's, to see a
+	// test catch a bug.
+	os.Exit(pid1test.Run(m, os.Getenv("RELIABILITY_SHIM")))
 }
 
-func copyFile(src, dst string, mode os.FileMode) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, b, mode)
-}
+type opts = pid1test.Options
 
-// opts says how to start one shim.
-type opts struct {
-	pid1    bool     // PID 1 of a new PID namespace; otherwise a child subreaper
-	noNet   bool     // no new network namespace (only for runs with --forward off)
-	setup   string   // shell run inside the namespaces before exec (after lo is up)
-	wrap    []string // exec'd in front of the shim (setpriv ..., prlimit ...)
-	env     []string // added to the shim's (and so the backend's) environment
-	args    []string // shim flags
-	program []string // default: this binary as the "backend" helper
-	direct  bool     // no /bin/sh in front: the shim is exec'd directly (implies no setup)
-	// exactEnv, if set, is the shim's whole environment, byte for byte
-	// (duplicates and all), plus REL_HELPER=backend and REL_RUN; implies direct.
-	exactEnv []string
-	// holdStderr leaves the shim's stderr pipe unread until release(): a
-	// log consumer that has stalled.
-	holdStderr bool
-}
-
-// shimRun is one running shim, its stdout (the backend's) and stderr (its
-// own log, and the backend's) split into lines.
-type shimRun struct {
-	t        *testing.T
-	cmd      *exec.Cmd
-	pid      int // host pid of the shim
-	tag      string
-	stdout   *lineLog
-	stderr   *lineLog
-	done     chan struct{}
-	status   int
-	exitedAt time.Time
-	gate     chan struct{} // closed by release when holdStderr
-	gone     chan struct{} // closed when the shim has exited (done: and its output is read)
-	stderrR  *os.File      // the read end of its stderr pipe
-}
-
-// lineLog collects lines and wakes waiters on each one.
-type lineLog struct {
-	mu      sync.Mutex
-	lines   []string
-	raw     bytes.Buffer
-	changed chan struct{}
-	closed  bool
-}
-
-func newLineLog() *lineLog { return &lineLog{changed: make(chan struct{})} }
-
-func (l *lineLog) feed(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l.mu.Lock()
-		l.lines = append(l.lines, sc.Text())
-		l.raw.WriteString(sc.Text() + "\n")
-		close(l.changed)
-		l.changed = make(chan struct{})
-		l.mu.Unlock()
-	}
-	io.Copy(io.Discard, r)
-	l.mu.Lock()
-	l.closed = true
-	close(l.changed)
-	l.changed = make(chan struct{})
-	l.mu.Unlock()
-}
-
-func (l *lineLog) all() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.lines...)
-}
-
-func (l *lineLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.raw.String()
-}
-
-// waitFor waits until pred holds for the lines from index from onwards
-// (pred sees only new lines each time) or timeout; it reports success.
-func (l *lineLog) waitFor(timeout time.Duration, pred func(line string) bool) (string, bool) {
-	deadline := time.After(timeout)
-	i := 0
-	for {
-		l.mu.Lock()
-		for ; i < len(l.lines); i++ {
-			if pred(l.lines[i]) {
-				s := l.lines[i]
-				l.mu.Unlock()
-				return s, true
-			}
-		}
-		ch, closed := l.changed, l.closed
-		l.mu.Unlock()
-		if closed {
-			return "", false
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			return "", false
-		}
-	}
-}
-
-func (l *lineLog) count(pred func(string) bool) int {
-	n := 0
-	for _, s := range l.all() {
-		if pred(s) {
-			n++
-		}
-	}
-	return n
-}
-
-var runSeq struct {
-	sync.Mutex
-	n int
-}
-
-func start(t *testing.T, o opts) *shimRun {
-	t.Helper()
-	program := o.program
-	if program == nil {
-		program = []string{helperBin}
-	}
-	runSeq.Lock()
-	runSeq.n++
-	tag := fmt.Sprintf("%d-%d", os.Getpid(), runSeq.n)
-	runSeq.Unlock()
-
-	argv := append(append(append(append([]string{}, o.wrap...), shimBin), o.args...), "--")
-	argv = append(argv, program...)
-	if o.exactEnv != nil {
-		// os/exec and shells tidy an environment; execWithEnv does not.
-		f := filepath.Join(t.TempDir(), "env")
-		env := append([]string{"REL_HELPER=backend", "REL_RUN=" + tag}, o.exactEnv...)
-		if err := os.WriteFile(f, []byte(strings.Join(env, "\x00")+"\x00"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		argv = append([]string{helperBin}, argv...)
-		o.direct = true
-		o.env = append(o.env, "REL_EXEC_ENV="+f)
-	}
-	var cmd *exec.Cmd
-	if o.direct {
-		cmd = exec.Command(argv[0], argv[1:]...)
-	} else {
-		script := `exec "$@"`
-		if o.setup != "" {
-			script = "set -e; " + o.setup + "\n" + script
-		}
-		if !o.noNet {
-			// A new network namespace starts with lo down.
-			script = "ip link set lo up || exit 90; " + script
-		}
-		cmd = exec.Command("/bin/sh", append([]string{"-c", script, "sh"}, argv...)...)
-	}
-	cmd.Env = append(append(os.Environ(), "REL_HELPER=backend", "REL_RUN="+tag), o.env...)
-	var flags uintptr
-	if o.pid1 {
-		flags |= unix.CLONE_NEWPID
-	}
-	if !o.noNet {
-		flags |= unix.CLONE_NEWNET
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
-	r := &shimRun{t: t, cmd: cmd, tag: tag, stdout: newLineLog(), stderr: newLineLog(), done: make(chan struct{}), gone: make(chan struct{})}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start shim in new namespaces (flags %#x): %v (needs root or CAP_SYS_ADMIN; the kernel refused)", flags, err)
-	}
-	r.pid = cmd.Process.Pid
-	var feeders sync.WaitGroup
-	feeders.Add(2)
-	go func() { defer feeders.Done(); r.stdout.feed(stdout) }()
-	if o.holdStderr {
-		r.gate = make(chan struct{})
-	}
-	r.stderrR, _ = stderr.(*os.File)
-	go func() {
-		defer feeders.Done()
-		if r.gate != nil {
-			<-r.gate
-		}
-		r.stderr.feed(stderr)
-	}()
-	go func() {
-		// cmd.Wait closes the pipes; let the feeders drain them first.
-		ps, _ := cmd.Process.Wait()
-		r.exitedAt = time.Now()
-		r.status = exitCodeOf(ps)
-		close(r.gone)
-		waited := make(chan struct{})
-		go func() { feeders.Wait(); close(waited) }()
-		// A process that outlives the shim (a test of exactly that) holds the
-		// pipes open; do not wait for it forever.
-		select {
-		case <-waited:
-		case <-time.After(2 * time.Second):
-		}
-		stdout.Close()
-		stderr.Close()
-		<-waited
-		close(r.done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		r.release()
-		select {
-		case <-r.done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("shim %d not gone 10s after SIGKILL", r.pid)
-		}
-		if !o.pid1 { // as PID 1 its death ended the namespace
-			killTagged(tag)
-		}
-		if t.Failed() {
-			t.Logf("shim stderr:\n%s", tail(r.stderr.String(), 80))
-			t.Logf("backend stdout:\n%s", tail(r.stdout.String(), 80))
-		}
-	})
-	return r
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = append([]string{fmt.Sprintf("... (%d lines before)", len(lines)-n)}, lines[len(lines)-n:]...)
-	}
-	return strings.Join(lines, "\n")
-}
-
-// killTagged SIGKILLs every process whose environment carries REL_RUN=tag:
-// what a failed subreaper-mode test may leave behind. Only processes this
-// test started carry the tag.
-func killTagged(tag string) {
-	for _, pid := range tagged(tag) {
-		unix.Kill(pid, unix.SIGKILL)
-	}
-}
-
-func tagged(tag string) []int {
-	want := []byte("REL_RUN=" + tag + "\x00")
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-		if err == nil && bytes.Contains(b, want) && procState(pid) != "Z" {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-func exitCodeOf(ps *os.ProcessState) int {
-	if ps == nil {
-		return -1000
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return -int(ws.Signal()) // the shim itself died of a signal
-	}
-	return ps.ExitCode()
-}
-
-// line waits for a stdout line starting with prefix.
-func (r *shimRun) line(prefix string) string {
-	r.t.Helper()
-	return r.lineWithin(prefix, 30*time.Second)
-}
-
-func (r *shimRun) lineWithin(prefix string, d time.Duration) string {
-	r.t.Helper()
-	s, ok := r.stdout.waitFor(d, func(l string) bool { return strings.HasPrefix(l, prefix) })
-	if !ok {
-		r.t.Fatalf("no stdout line starting %q within %v (shim exited: %v)", prefix, d, r.exited())
-	}
-	return s
-}
-
-// logLine waits for a stderr line containing substr.
-func (r *shimRun) logLine(substr string, d time.Duration) string {
-	r.t.Helper()
-	s, ok := r.stderr.waitFor(d, func(l string) bool { return strings.Contains(l, substr) })
-	if !ok {
-		r.t.Fatalf("no stderr line containing %q within %v (shim exited: %v)", substr, d, r.exited())
-	}
-	return s
-}
-
-// waitLogCount waits until stderr has n lines containing substr.
-func (r *shimRun) waitLogCount(substr string, n int, d time.Duration) {
-	r.t.Helper()
-	got := 0
-	_, ok := r.stderr.waitFor(d, func(l string) bool {
-		if strings.Contains(l, substr) {
-			got++
-		}
-		return got >= n
-	})
-	if !ok {
-		r.t.Fatalf("stderr has %d of %d lines containing %q after %v", got, n, substr, d)
-	}
-}
-
-// exited reports whether the shim process has exited (its output may still
-// be being read).
-func (r *shimRun) exited() bool {
-	select {
-	case <-r.gone:
-		return true
-	default:
-		return false
-	}
-}
-
-// wait waits for the shim to exit and returns its exit code.
-func (r *shimRun) wait(d time.Duration) int {
-	r.t.Helper()
-	select {
-	case <-r.done:
-	case <-time.After(d):
-		r.t.Fatalf("shim did not exit within %v", d)
-	}
-	return r.status
-}
-
-// signal sends sig through the shim's pidfd (Go's os.Process), so a reused
-// pid can never receive it.
-func (r *shimRun) signal(sig syscall.Signal) error {
-	return r.cmd.Process.Signal(sig)
-}
-
-// hasLine reports whether stdout has a line equal to s.
-func (r *shimRun) countLines(s string) int {
-	return r.stdout.count(func(l string) bool { return l == s })
-}
+func start(t *testing.T, o opts) *pid1test.Instance { return pid1test.Start(t, o) }
 
 // eventually polls cond every interval until it holds or timeout passes.
 func eventually(timeout, interval time.Duration, cond func() bool) bool {
@@ -592,63 +196,40 @@ func rssKB(pid int) int {
 	return n
 }
 
-// statFields returns the fields of /proc/pid/stat after the command name:
-// [0] state, [1] ppid, [2] pgrp, [3] session, ... [19] starttime.
-func statFields(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return nil
-	}
-	return strings.Fields(s[i+1:])
-}
-
+// procState is the state letter of /proc/PID/stat, "" if it is gone.
 func procState(pid int) string {
-	if f := statFields(pid); len(f) > 0 {
-		return f[0]
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		return ""
 	}
-	return ""
+	return string(st.State)
 }
 
 func ppidOf(pid int) int {
-	if f := statFields(pid); len(f) > 1 {
-		n, _ := strconv.Atoi(f[1])
-		return n
+	if st, err := proc.ReadStat(pid); err == nil {
+		return st.PPID
 	}
 	return -1
 }
 
 // startTime identifies a process across pid reuse.
-func startTime(pid int) string {
-	if f := statFields(pid); len(f) > 19 {
-		return f[19]
-	}
-	return ""
+func startTime(pid int) uint64 {
+	st, _ := proc.ReadStat(pid)
+	return st.StartTime
 }
 
 // alive reports whether the process pid that started at start still exists
 // and is not a zombie.
-func alive(pid int, start string) bool {
-	f := statFields(pid)
-	return len(f) > 19 && f[19] == start && f[0] != "Z"
+func alive(pid int, start uint64) bool {
+	st, err := proc.ReadStat(pid)
+	return err == nil && st.StartTime == start && !st.Zombie()
 }
 
 // childrenOf lists pids whose parent is ppid, with their states.
 func childrenOf(ppid int) map[int]string {
 	out := map[int]string{}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if f := statFields(pid); len(f) > 1 && f[1] == strconv.Itoa(ppid) {
-			out[pid] = f[0]
-		}
+	for _, c := range proc.Children(ppid) {
+		out[c.PID] = string(c.State)
 	}
 	return out
 }
@@ -709,25 +290,4 @@ func raiseNofile() {
 	var rl syscall.Rlimit
 	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
 	nofileLimit = rl.Cur
-}
-
-// release starts reading a held stderr.
-func (r *shimRun) release() {
-	if r.gate != nil {
-		select {
-		case <-r.gate:
-		default:
-			close(r.gate)
-		}
-	}
-}
-
-// stderrFull reports whether the held stderr pipe is full (what a stalled
-// log consumer leaves): within a page of its size, since the kernel fills
-// it page by page.
-func (r *shimRun) stderrFull() bool {
-	fd := int(r.stderrR.Fd())
-	size, err1 := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0)
-	n, err2 := unix.IoctlGetInt(fd, unix.TIOCINQ) // FIONREAD
-	return err1 == nil && err2 == nil && n > size-4096
 }

@@ -53,19 +53,19 @@ func TestLateSignalsKeepExitStatus(t *testing.T) {
 			bad := 0
 			codes := map[int]int{}
 			for range runs {
-				r := start(t, opts{pid1: pid1, noNet: true, direct: true,
-					args:    append([]string{"--forward", "off"}, v.args...),
-					program: []string{"/bin/busybox", "sh", "-c", `trap "" ` + v.trap + `; echo ready; sleep 0.05; exit 7`}})
-				r.line("ready")
+				r := start(t, opts{PID1: pid1, NoNet: true, Direct: true,
+					Args:    append([]string{"--forward", "off"}, v.args...),
+					Program: []string{"/bin/busybox", "sh", "-c", `trap "" ` + v.trap + `; echo ready; sleep 0.05; exit 7`}})
+				r.Line("ready")
 				// Until the shim is gone (bounded: 10 s, a million signals).
-				for end, i := time.Now().Add(10*time.Second), 0; i < 1e6 && time.Now().Before(end) && r.signal(v.sig) == nil; i++ {
+				for end, i := time.Now().Add(10*time.Second), 0; i < 1e6 && time.Now().Before(end) && r.Signal(v.sig) == nil; i++ {
 				}
-				code := r.wait(20 * time.Second)
+				code := r.Wait(20 * time.Second)
 				codes[code]++
 				if !v.ok[code] {
 					bad++
 					if bad == 1 {
-						t.Logf("%s, pid1=%v: exit %d; stderr:\n%s", v.name, pid1, code, head(r.stderr.String(), 8))
+						t.Logf("%s, pid1=%v: exit %d; stderr:\n%s", v.name, pid1, code, head(r.Stderr.String(), 8))
 					}
 				}
 			}
@@ -86,19 +86,19 @@ func TestLateSignalsKeepExitStatus(t *testing.T) {
 // its SIGKILL after --grace 1s, and the shim must exit (its log flush gives
 // up after 1s).
 func TestStalledStderrDoesNotBlockStop(t *testing.T) {
-	r := start(t, opts{pid1: true, noNet: true, holdStderr: true, args: []string{"--forward", "off", "--grace", "1s"},
-		env: []string{"REL_FILL_STDERR=1048576", "REL_ON_INT=ignore"}})
-	r.line("ready ")
-	if !eventually(10*time.Second, 5*time.Millisecond, r.stderrFull) {
+	r := start(t, opts{PID1: true, NoNet: true, HoldStderr: true, Args: []string{"--forward", "off", "--grace", "1s"},
+		Env: []string{"REL_FILL_STDERR=1048576", "REL_ON_INT=ignore"}})
+	r.Line("ready ")
+	if !eventually(10*time.Second, 5*time.Millisecond, r.StderrFull) {
 		t.Fatal("the backend did not fill the stderr pipe")
 	}
 	t0 := time.Now()
-	r.signal(syscall.SIGTERM)
-	_, gotInt := r.stdout.waitFor(3*time.Second, func(l string) bool { return l == "backend got SIGINT" })
-	exited := eventually(6*time.Second, 10*time.Millisecond, r.exited)
+	r.Signal(syscall.SIGTERM)
+	_, gotInt := r.Stdout.WaitFor(3*time.Second, func(l string) bool { return l == "backend got SIGINT" })
+	exited := eventually(6*time.Second, 10*time.Millisecond, r.Exited)
 	took := time.Since(t0)
-	r.release()
-	code := r.wait(30 * time.Second)
+	r.Release()
+	code := r.Wait(30 * time.Second)
 	t.Logf("stderr unread: SIGINT delivered %v, shim exited %v (%d) %v after the SIGTERM", gotInt, exited, code, took.Round(time.Millisecond))
 	if !gotInt {
 		t.Errorf("with stderr unread, the SIGTERM did not become the backend's SIGINT within 3s")
@@ -124,12 +124,12 @@ func TestCleanupOutOfDescriptors(t *testing.T) {
 				// held for --dial-retry, as callbacks are while a backend is down.
 				args = []string{"--cleanup-grace", "300ms", "--forward", "127.0.0.1:80=127.0.0.1:3210,127.0.0.1:81=127.0.0.1:9"}
 			}
-			r := start(t, opts{noNet: !fwd, args: args, env: []string{"REL_KIDS=daemon", "REL_CRASH=exit:3"}})
-			r.line("ready ")
+			r := start(t, opts{NoNet: !fwd, Args: args, Env: []string{"REL_KIDS=daemon", "REL_CRASH=exit:3"}})
+			r.Line("ready ")
 			var held []net.Conn
 			defer func() { closeAll(held) }()
 			if fwd {
-				nsRun(r.pid, 1, func(int) error {
+				nsRun(r.PID, 1, func(int) error {
 					for range 5 {
 						if c, err := dialFrom("", "127.0.0.1:81", 5*time.Second); err == nil {
 							held = append(held, c)
@@ -137,45 +137,45 @@ func TestCleanupOutOfDescriptors(t *testing.T) {
 					}
 					return nil
 				})
-				if !eventually(5*time.Second, 5*time.Millisecond, func() bool { k, _ := fdKinds(r.pid); return k["socket"] == 2+5 }) {
+				if !eventually(5*time.Second, 5*time.Millisecond, func() bool { k, _ := fdKinds(r.PID); return k["socket"] == 2+5 }) {
 					t.Fatalf("the shim did not accept the 5 held clients")
 				}
 			}
 			var daemon int
-			fmt.Sscanf(r.line("kid daemon pid="), "kid daemon pid=%d", &daemon)
+			fmt.Sscanf(r.Line("kid daemon pid="), "kid daemon pid=%d", &daemon)
 			st := startTime(daemon)
-			if !eventually(10*time.Second, 5*time.Millisecond, func() bool { return ppidOf(daemon) == r.pid }) {
+			if !eventually(10*time.Second, 5*time.Millisecond, func() bool { return ppidOf(daemon) == r.PID }) {
 				t.Fatalf("daemon not adopted")
 			}
 			var old unix.Rlimit
-			unix.Prlimit(r.pid, unix.RLIMIT_NOFILE, nil, &old)
+			unix.Prlimit(r.PID, unix.RLIMIT_NOFILE, nil, &old)
 			// No descriptor left: the limit is the lowest free number, so the
 			// spare given up is the only one (a limit at the count would leave
 			// any hole below free too, and hide a scan that needs two). With
 			// forwards, lower still, so that the held clients' dial retries (a
 			// socket each, now and then) cannot free one by chance; closing the
 			// forwarders frees plenty.
-			used := lowestFreeFd(r.pid)
+			used := lowestFreeFd(r.PID)
 			if fwd {
 				used -= 4
 			}
 			low := unix.Rlimit{Cur: uint64(used), Max: old.Max}
-			if err := unix.Prlimit(r.pid, unix.RLIMIT_NOFILE, &low, nil); err != nil {
+			if err := unix.Prlimit(r.PID, unix.RLIMIT_NOFILE, &low, nil); err != nil {
 				t.Fatal(err)
 			}
-			r.signal(syscall.SIGHUP) // the backend exits 3
-			r.line("crashing exit:3")
+			r.Signal(syscall.SIGHUP) // the backend exits 3
+			r.Line("crashing exit:3")
 			t0 := time.Now()
-			if !eventually(5*time.Second, 10*time.Millisecond, r.exited) {
+			if !eventually(5*time.Second, 10*time.Millisecond, r.Exited) {
 				t.Errorf("the backend exited 3; the shim, out of descriptors, has not exited 5s later; its adopted daemon %d is %s", daemon, procState(daemon))
-				unix.Prlimit(r.pid, unix.RLIMIT_NOFILE, &old, nil)
+				unix.Prlimit(r.PID, unix.RLIMIT_NOFILE, &old, nil)
 				unix.Kill(daemon, unix.SIGKILL)
 				return
 			}
-			code := r.wait(30 * time.Second)
-			t.Logf("out of descriptors: exit %d %v after the backend ended; daemon alive: %v", code, r.exitedAt.Sub(t0).Round(time.Millisecond), alive(daemon, st))
+			code := r.Wait(30 * time.Second)
+			t.Logf("out of descriptors: exit %d %v after the backend ended; daemon alive: %v", code, r.ExitedAt.Sub(t0).Round(time.Millisecond), alive(daemon, st))
 			if code != 3 {
-				t.Errorf("exit %d, want 3; stderr starts:\n%s", code, head(r.stderr.String(), 30))
+				t.Errorf("exit %d, want 3; stderr starts:\n%s", code, head(r.Stderr.String(), 30))
 			}
 			if alive(daemon, st) {
 				t.Errorf("the adopted daemon %d outlived the shim", daemon)

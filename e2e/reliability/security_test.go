@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convex-shim/convex-shim/internal/pid1test"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,8 +22,8 @@ import (
 // end of the veth pair, "the network" outside the shim's namespace.
 func peerNetns(t *testing.T) int {
 	t.Helper()
-	cmd := exec.Command(helperBin)
-	cmd.Env = append(os.Environ(), "REL_HELPER=holder")
+	cmd := exec.Command(pid1test.HelperBin)
+	cmd.Env = append(os.Environ(), pid1test.RoleVar+"=holder")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWNET}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -83,14 +84,14 @@ func try(pid int, addr string) string {
 // (or its env twin) does not start.
 func TestLoopbackOnlyByDefault(t *testing.T) {
 	var peer int
-	run := func(t *testing.T, args, env []string) *shimRun {
+	run := func(t *testing.T, args, env []string) *pid1test.Instance {
 		t.Helper()
 		peer = peerNetns(t)
 		setup := fmt.Sprintf(`ip link add veth0 type veth peer name veth1 netns /proc/%d/ns/net
 ip addr add 192.0.2.1/24 dev veth0
 ip link set veth0 up`, peer)
-		r := start(t, opts{pid1: true, setup: setup, args: args, env: append([]string{"REL_LISTEN=0.0.0.0:3210"}, env...)})
-		r.line("listening")
+		r := start(t, opts{PID1: true, Setup: setup, Args: args, Env: append([]string{"REL_LISTEN=0.0.0.0:3210"}, env...)})
+		r.Line("listening")
 		nsenter(t, peer, "ip link set lo up; ip addr add 192.0.2.2/24 dev veth1; ip link set veth1 up")
 		// Ready when the network reaches the backend itself.
 		if !eventually(10*time.Second, 20*time.Millisecond, func() bool { return try(peer, "192.0.2.1:3210") == "ok" }) {
@@ -98,12 +99,12 @@ ip link set veth0 up`, peer)
 		}
 		return r
 	}
-	stop := func(t *testing.T, r *shimRun) {
+	stop := func(t *testing.T, r *pid1test.Instance) {
 		t.Helper()
-		if err := r.signal(syscall.SIGTERM); err != nil {
+		if err := r.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
-		if code := r.wait(30 * time.Second); code != 0 {
+		if code := r.Wait(30 * time.Second); code != 0 {
 			t.Fatalf("exit %d after SIGTERM", code)
 		}
 	}
@@ -115,10 +116,10 @@ ip link set veth0 up`, peer)
 			where      string
 			addr, want string
 		}{
-			{r.pid, "inside", "127.0.0.1:80", "ok"},
-			{r.pid, "inside", "192.0.2.1:80", "refused"},
-			{r.pid, "inside", "192.0.2.1:8080", "refused"},
-			{r.pid, "inside", "192.0.2.1:8081", "refused"},
+			{r.PID, "inside", "127.0.0.1:80", "ok"},
+			{r.PID, "inside", "192.0.2.1:80", "refused"},
+			{r.PID, "inside", "192.0.2.1:8080", "refused"},
+			{r.PID, "inside", "192.0.2.1:8081", "refused"},
 			{peer, "the network", "192.0.2.1:80", "refused"},
 			{peer, "the network", "192.0.2.1:8080", "refused"},
 			{peer, "the network", "192.0.2.1:8081", "refused"},
@@ -129,7 +130,7 @@ ip link set veth0 up`, peer)
 				t.Errorf("default: %s from %s: %s, want %s", c.addr, c.where, got, c.want)
 			}
 		}
-		if log := r.stderr.String(); !strings.Contains(log, "CONVEX_CLOUD_ORIGIN is http://192.0.2.1:8080") || !strings.Contains(log, "forwarding 127.0.0.1:80 -> 127.0.0.1:3210 (default)\x3b") {
+		if log := r.Stderr.String(); !strings.Contains(log, "CONVEX_CLOUD_ORIGIN is http://192.0.2.1:8080") || !strings.Contains(log, "forwarding 127.0.0.1:80 -> 127.0.0.1:3210 (default)\x3b") {
 			t.Errorf("want the default forward only and a notice for the non-loopback origin:\n%s", log)
 		}
 		stop(t, r)
@@ -142,8 +143,8 @@ ip link set veth0 up`, peer)
 			where      string
 			addr, want string
 		}{
-			{r.pid, "inside", "127.0.0.1:80", "ok"},
-			{r.pid, "inside", "192.0.2.1:80", "ok"},
+			{r.PID, "inside", "127.0.0.1:80", "ok"},
+			{r.PID, "inside", "192.0.2.1:80", "ok"},
 			{peer, "the network", "192.0.2.1:80", "ok"},
 		} {
 			got := try(c.from, c.addr)
@@ -167,14 +168,14 @@ ip link set veth0 up`, peer)
 			{nil, []string{"CONVEX_SHIM_FORWARD=0.0.0.0:80=127.0.0.1:3210"}, "0.0.0.0:80"},
 			{[]string{"--allow-public=false", "--forward", "0.0.0.0:80=127.0.0.1:3210"}, []string{"CONVEX_SHIM_ALLOW_PUBLIC=1"}, "0.0.0.0:80"},
 		} {
-			r := start(t, opts{pid1: true, args: c.args, env: c.env})
-			code := r.wait(30 * time.Second)
-			log := r.stderr.String()
+			r := start(t, opts{PID1: true, Args: c.args, Env: c.env})
+			code := r.Wait(30 * time.Second)
+			log := r.Stderr.String()
 			t.Logf("%v %v: exit %d: %s", c.args, c.env, code, strings.TrimSpace(log))
 			if code != 2 || strings.Count(log, "\n") != 1 || !strings.Contains(log, c.addr+" is not a loopback address") || !strings.Contains(log, "--allow-public") {
 				t.Errorf("%v %v: exit %d, %q; want exit 2 and one line naming %s and --allow-public", c.args, c.env, code, log, c.addr)
 			}
-			if out := r.stdout.all(); len(out) > 0 {
+			if out := r.Stdout.All(); len(out) > 0 {
 				t.Errorf("%v %v: the backend ran: %q", c.args, c.env, out)
 			}
 		}
@@ -207,9 +208,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 		env = append(env, name+"="+v)
 	}
 	var all bytes.Buffer
-	check := func(t *testing.T, what string, r *shimRun) {
+	check := func(t *testing.T, what string, r *pid1test.Instance) {
 		t.Helper()
-		out := r.stdout.String() + r.stderr.String()
+		out := r.Stdout.String() + r.Stderr.String()
 		all.WriteString(out)
 		for name, m := range secrets {
 			if strings.Contains(out, m) {
@@ -225,12 +226,12 @@ func TestSecretsNeverLogged(t *testing.T) {
 		name := fmt.Sprintf("verbose=%v", verbose)
 		t.Run(name, func(t *testing.T) {
 			// Startup, forwarding, a dial that fails, signals, a stop.
-			r := start(t, opts{pid1: true, args: append([]string{"--forward", "127.0.0.1:80=127.0.0.1:3210,127.0.0.1:81=127.0.0.1:9", "--dial-retry", "200ms"}, v...),
-				env: append([]string{"REL_LISTEN=127.0.0.1:3210", "CONVEX_CLOUD_ORIGIN=https://api.example.com"}, env...)})
+			r := start(t, opts{PID1: true, Args: append([]string{"--forward", "127.0.0.1:80=127.0.0.1:3210,127.0.0.1:81=127.0.0.1:9", "--dial-retry", "200ms"}, v...),
+				Env: append([]string{"REL_LISTEN=127.0.0.1:3210", "CONVEX_CLOUD_ORIGIN=https://api.example.com"}, env...)})
 			var backend int
-			fmt.Sscanf(r.line("ready pid="), "ready pid=%d", &backend)
-			r.line("listening")
-			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", hostPID(r.pid, backend)))
+			fmt.Sscanf(r.Line("ready pid="), "ready pid=%d", &backend)
+			r.Line("listening")
+			environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", hostPID(r.PID, backend)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -239,12 +240,12 @@ func TestSecretsNeverLogged(t *testing.T) {
 					t.Errorf("the backend's environment lacks %s", name)
 				}
 			}
-			conns, err := openHeld(r.pid, 20, "127.0.0.1:80")
+			conns, err := openHeld(r.PID, 20, "127.0.0.1:80")
 			if err != nil {
 				t.Fatal(err)
 			}
 			closeAll(conns)
-			nsRun(r.pid, 1, func(int) error {
+			nsRun(r.PID, 1, func(int) error {
 				c, err := dialFrom("", "127.0.0.1:81", 5*time.Second)
 				if err == nil {
 					c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -253,22 +254,22 @@ func TestSecretsNeverLogged(t *testing.T) {
 				}
 				return nil
 			})
-			r.logLine("giving up on client", 10*time.Second)
+			r.LogLine("giving up on client", 10*time.Second)
 			for _, s := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGWINCH} {
-				r.signal(s)
-				r.line("backend got " + unix.SignalName(s))
+				r.Signal(s)
+				r.Line("backend got " + unix.SignalName(s))
 			}
-			r.signal(syscall.SIGTERM)
-			if code := r.wait(30 * time.Second); code != 0 {
+			r.Signal(syscall.SIGTERM)
+			if code := r.Wait(30 * time.Second); code != 0 {
 				t.Errorf("exit %d after SIGTERM", code)
 			}
 			check(t, "run and stop", r)
 
 			// A crash with a traceback on the shared stderr.
-			r = start(t, opts{pid1: true, args: append([]string{"--forward", "off"}, v...), env: append([]string{"REL_CRASH=abrt"}, env...)})
-			r.line("ready ")
-			r.signal(syscall.SIGHUP)
-			if code := r.wait(30 * time.Second); code != 134 {
+			r = start(t, opts{PID1: true, Args: append([]string{"--forward", "off"}, v...), Env: append([]string{"REL_CRASH=abrt"}, env...)})
+			r.Line("ready ")
+			r.Signal(syscall.SIGHUP)
+			if code := r.Wait(30 * time.Second); code != 134 {
 				t.Errorf("crash: exit %d, want 134", code)
 			}
 			check(t, "crash", r)
@@ -286,21 +287,21 @@ func TestSecretsNeverLogged(t *testing.T) {
 				{"no address", []string{"--allow-public", "--forward", "192.0.2.99:80=127.0.0.1:3210"}, nil, 1},
 				{"missing program", nil, []string{"REL_PROGRAM_MISSING=1"}, 127},
 			} {
-				o := opts{pid1: true, args: append(append([]string{}, c.args...), v...), env: append(append([]string{}, c.env...), env...)}
+				o := opts{PID1: true, Args: append(append([]string{}, c.args...), v...), Env: append(append([]string{}, c.env...), env...)}
 				if c.code == 127 {
-					o.program = []string{"/nonexistent/run_backend.sh"}
+					o.Program = []string{"/nonexistent/run_backend.sh"}
 				}
 				r := start(t, o)
-				if code := r.wait(30 * time.Second); code != c.code {
+				if code := r.Wait(30 * time.Second); code != c.code {
 					t.Errorf("%s: exit %d, want %d", c.what, code, c.code)
 				}
 				check(t, c.what, r)
 			}
 
 			// --check, with and without a backend to answer.
-			r = start(t, opts{pid1: true, args: v, env: append([]string{"REL_LISTEN=127.0.0.1:3210"}, env...)})
-			r.line("listening")
-			cmd := exec.Command("nsenter", "-t", strconv.Itoa(r.pid), "-n", "--", shimBin, "--check")
+			r = start(t, opts{PID1: true, Args: v, Env: append([]string{"REL_LISTEN=127.0.0.1:3210"}, env...)})
+			r.Line("listening")
+			cmd := exec.Command("nsenter", "-t", strconv.Itoa(r.PID), "-n", "--", pid1test.ShimBin, "--check")
 			cmd.Env = append(os.Environ(), env...)
 			out, _ := cmd.CombinedOutput()
 			for name, m := range secrets {
@@ -309,8 +310,8 @@ func TestSecretsNeverLogged(t *testing.T) {
 				}
 			}
 			all.Write(out)
-			r.signal(syscall.SIGTERM)
-			r.wait(30 * time.Second)
+			r.Signal(syscall.SIGTERM)
+			r.Wait(30 * time.Second)
 			check(t, "check", r)
 		})
 	}
@@ -324,10 +325,10 @@ func TestSecretsNeverLogged(t *testing.T) {
 func TestChildExecutedDirectly(t *testing.T) {
 	odd := []string{"EMPTY=", "MULTI=line one\nline two", "EQ=a=b==c", "SPACES=  padded  ",
 		"BYTES=\xff\xfe\x01", "LONG=" + strings.Repeat("x", 64<<10), "PATH=/usr/bin:/bin", "CONVEX_CLOUD_ORIGIN=http://127.0.0.1:3210"}
-	argv := []string{helperBin, "arg one", "--flag=x", "", "ünïcode", "$HOME", "a;b"}
-	r := start(t, opts{noNet: true, args: []string{"--forward", "off"}, exactEnv: odd, program: argv})
+	argv := []string{pid1test.HelperBin, "arg one", "--flag=x", "", "ünïcode", "$HOME", "a;b"}
+	r := start(t, opts{NoNet: true, Args: []string{"--forward", "off"}, ExactEnv: odd, Program: argv})
 	var backend int
-	fmt.Sscanf(r.line("ready pid="), "ready pid=%d", &backend)
+	fmt.Sscanf(r.Line("ready pid="), "ready pid=%d", &backend)
 
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", backend))
 	if err != nil {
@@ -336,13 +337,13 @@ func TestChildExecutedDirectly(t *testing.T) {
 	if got, want := string(cmdline), strings.Join(argv, "\x00")+"\x00"; got != want {
 		t.Errorf("backend cmdline %q, want %q", got, want)
 	}
-	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", backend)); exe != helperBin {
-		t.Errorf("backend executable %s, want %s", exe, helperBin)
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", backend)); exe != pid1test.HelperBin {
+		t.Errorf("backend executable %s, want %s", exe, pid1test.HelperBin)
 	}
-	if p := ppidOf(backend); p != r.pid {
-		t.Errorf("backend's parent is %d, not the shim %d", p, r.pid)
+	if p := ppidOf(backend); p != r.PID {
+		t.Errorf("backend's parent is %d, not the shim %d", p, r.PID)
 	}
-	shimEnv, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", r.pid))
+	shimEnv, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", r.PID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,8 +356,8 @@ func TestChildExecutedDirectly(t *testing.T) {
 	}
 	t.Logf("backend pid %d: parent the shim, cmdline %d args as given, environment %d entries / %d bytes identical to the shim's",
 		backend, len(argv), bytes.Count(shimEnv, []byte{0}), len(shimEnv))
-	r.signal(syscall.SIGTERM)
-	if code := r.wait(30 * time.Second); code != 0 {
+	r.Signal(syscall.SIGTERM)
+	if code := r.Wait(30 * time.Second); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
 }
@@ -375,16 +376,16 @@ func shorten(b []byte) string {
 // last one.
 func TestChildEnvironmentDuplicates(t *testing.T) {
 	env := []string{"DUP=first", "NOEQUALS", "DUP=second"}
-	r := start(t, opts{noNet: true, args: []string{"--forward", "off"}, exactEnv: env})
+	r := start(t, opts{NoNet: true, Args: []string{"--forward", "off"}, ExactEnv: env})
 	var backend int
-	fmt.Sscanf(r.line("ready pid="), "ready pid=%d", &backend)
-	shimEnv, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", r.pid))
+	fmt.Sscanf(r.Line("ready pid="), "ready pid=%d", &backend)
+	shimEnv, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", r.PID))
 	backendEnv, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", backend))
 	if !bytes.Equal(shimEnv, backendEnv) {
 		t.Errorf("the shim was started with %q, the backend got %q", shimEnv, backendEnv)
 	}
-	r.signal(syscall.SIGTERM)
-	r.wait(30 * time.Second)
+	r.Signal(syscall.SIGTERM)
+	r.Wait(30 * time.Second)
 }
 
 // Non-root, where binding port 80 is allowed: uid 1000 with the ambient
@@ -407,34 +408,34 @@ func TestNonRoot(t *testing.T) {
 		{"neither", setpriv, "", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r := start(t, opts{pid1: true, wrap: c.wrap, setup: c.setup, env: []string{"REL_LISTEN=127.0.0.1:3210"}})
+			r := start(t, opts{PID1: true, Wrap: c.wrap, Setup: c.setup, Env: []string{"REL_LISTEN=127.0.0.1:3210"}})
 			if !c.ok {
-				code := r.wait(30 * time.Second)
-				log := r.stderr.String()
+				code := r.Wait(30 * time.Second)
+				log := r.Stderr.String()
 				t.Logf("exit %d: %s", code, strings.TrimSpace(log))
 				if code != 1 || strings.Count(log, "\n") != 1 || !strings.Contains(log, "127.0.0.1:80") || !strings.Contains(log, "CAP_NET_BIND_SERVICE") {
 					t.Errorf("exit %d, %q; want exit 1 and one line naming 127.0.0.1:80 and CAP_NET_BIND_SERVICE", code, log)
 				}
-				if out := r.stdout.all(); len(out) > 0 {
+				if out := r.Stdout.All(); len(out) > 0 {
 					t.Errorf("the backend ran: %q", out)
 				}
 				return
 			}
 			var backend int
-			fmt.Sscanf(r.line("ready pid="), "ready pid=%d", &backend)
-			r.line("listening")
-			if got := try(r.pid, "127.0.0.1:80"); got != "ok" {
+			fmt.Sscanf(r.Line("ready pid="), "ready pid=%d", &backend)
+			r.Line("listening")
+			if got := try(r.PID, "127.0.0.1:80"); got != "ok" {
 				t.Errorf("127.0.0.1:80: %s", got)
 			}
-			for who, pid := range map[string]int{"shim": r.pid, "backend": hostPID(r.pid, backend)} {
+			for who, pid := range map[string]int{"shim": r.PID, "backend": hostPID(r.PID, backend)} {
 				if f := strings.Fields(statusField(pid, "Uid")); len(f) == 0 || f[0] != uid || f[1] != uid {
 					t.Errorf("%s runs as uid %v, want %s", who, f, uid)
 				}
 			}
 			t.Logf("shim uid %s, CapEff %s; backend uid %s; 127.0.0.1:80 forwards",
-				strings.Fields(statusField(r.pid, "Uid"))[0], statusField(r.pid, "CapEff"), uid)
-			r.signal(syscall.SIGTERM)
-			if code := r.wait(30 * time.Second); code != 0 {
+				strings.Fields(statusField(r.PID, "Uid"))[0], statusField(r.PID, "CapEff"), uid)
+			r.Signal(syscall.SIGTERM)
+			if code := r.Wait(30 * time.Second); code != 0 {
 				t.Fatalf("exit %d", code)
 			}
 		})

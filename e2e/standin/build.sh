@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Convex backend stand-in image FROM scratch (see Dockerfile and convex-facts.md §2).
+# Builds the Convex backend stand-in image FROM scratch (see Dockerfile and docs/convex-facts.md §2).
 #
 # Usage: e2e/standin/build.sh [TAG]        (default convex-standin:test)
 #

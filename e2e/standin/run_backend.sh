@@ -1,5 +1,5 @@
 #!/bin/sh
-# Stand-in for self-hosted/docker-build/run_backend.sh (convex-facts.md §2): same data and
+# Stand-in for self-hosted/docker-build/run_backend.sh (docs/convex-facts.md §2): same data and
 # temp directories, same fixed flags, and the same `exec`, so the process that runs this
 # script becomes the backend. No traps, like the real one. (The real one is bash and also
 # picks a database; the stand-in has none.)

@@ -1,6 +1,6 @@
 // Package standin tests the Convex backend stand-in image built by build.sh: that it has the
 // real image's layout, reproduces the seed failure (ECONNREFUSED 127.0.0.1:80 from a Node
-// action), and handles signals as convex-facts.md §4 says the real backend does. These are the
+// action), and handles signals as docs/convex-facts.md §4 says the real backend does. These are the
 // behaviours the shim's own end-to-end tests rely on.
 //
 // Docker is required: without it these tests fail, they do not skip.

@@ -121,4 +121,3 @@ func (e *Edge) admin(t testing.TB, method, path string) string {
 	}
 	return string(body)
 }
-

@@ -1,6 +1,6 @@
 // Command convex-local-backend is a test stand-in for the self-hosted Convex backend binary
 // of the same name. It copies the behaviour that matters to convex-shim, as described in
-// shared/convex-facts.md (cited below as "facts §N"), and nothing else:
+// docs/convex-facts.md (cited below as "facts §N"), and nothing else:
 //
 //   - it listens on 0.0.0.0:3210 (API) and 0.0.0.0:3211 (site proxy) only after a startup
 //     delay (facts §3, §7);
@@ -54,7 +54,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
+
+	"github.com/convex-shim/convex-shim/internal/sigdisp"
 )
 
 func main() {
@@ -245,10 +246,9 @@ func dieBy(s os.Signal) {
 	if !ok || os.Getpid() == 1 {
 		return
 	}
-	// struct sigaction all zero: sa_handler = SIG_DFL. Same size and meaning on every 64-bit
-	// Linux; the last argument is sizeof(sigset_t) as the kernel counts it.
-	var act [4]uint64
-	syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0)
+	if err := sigdisp.Set(sig, sigdisp.Default); err != nil {
+		log.Printf("%v", err)
+	}
 	// A signal a process sends itself is delivered before kill returns.
 	if err := syscall.Kill(os.Getpid(), sig); err != nil {
 		log.Printf("kill self with %v: %v", sig, err)
