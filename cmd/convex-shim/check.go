@@ -93,8 +93,10 @@ func probe(f forwardSpec) error {
 	return err
 }
 
-// getVersion does GET /version over HTTP/1.1 by hand: net/http would
-// double the size of a binary that is otherwise a few megabytes.
+// getVersion does GET /version over HTTP/1.1 by hand, reading only the
+// status line. Not net/http: its client links crypto/tls and HTTP/2 for a
+// probe that needs neither, and a program that only calls http.Get is
+// 5.8 MB stripped, twice the shim's 3 MiB budget.
 func getVersion(addr string, want200 bool) error {
 	c, err := net.DialTimeout("tcp", addr, checkTimeout)
 	if err != nil {
