@@ -186,8 +186,11 @@ type composeFileT struct {
 		Ports           []string
 		Volumes         []string
 		Environment     composeEnv
-		Healthcheck     struct{ Test []string }
-		DependsOn       map[string]struct{ Condition string } `yaml:"depends_on"`
+		Healthcheck     struct {
+			Test    []string
+			Timeout string
+		}
+		DependsOn map[string]struct{ Condition string } `yaml:"depends_on"`
 	}
 	Volumes map[string]any
 }
@@ -335,6 +338,7 @@ func TestFlyToml(t *testing.T) {
 	if f.Env["CONVEX_CLOUD_ORIGIN"] != origin || f.Env["CONVEX_SITE_ORIGIN"] != origin+"/http" {
 		t.Errorf("origins %q, %q: want %s and %s/http (Convex's Fly instructions)", f.Env["CONVEX_CLOUD_ORIGIN"], f.Env["CONVEX_SITE_ORIGIN"], origin, origin)
 	}
+	checkPublicOrigin(t, "fly", f.Env)
 	readmeMentions(t, "fly", f.KillSignal, timeoutText, grace.String(), "3210", "/convex/data",
 		"/convex/data/tmp", "/version", "subreaper")
 }
@@ -410,6 +414,7 @@ func TestRenderYaml(t *testing.T) {
 	if env["CONVEX_CLOUD_ORIGIN"] != origin || env["CONVEX_SITE_ORIGIN"] != origin+"/http" {
 		t.Errorf("origins %q, %q: want %s and %s/http", env["CONVEX_CLOUD_ORIGIN"], env["CONVEX_SITE_ORIGIN"], origin, origin)
 	}
+	checkPublicOrigin(t, "render", env)
 	readmeMentions(t, "render", "maxShutdownDelaySeconds: "+strconv.Itoa(s.MaxShutdownDelaySeconds),
 		grace.String(), "SIGTERM", "3210", "/convex/data", "/version",
 		"dockerfilePath: "+s.DockerfilePath, "dockerContext: "+s.DockerContext, "repo:", "fork", "zero-downtime",
