@@ -275,6 +275,7 @@ func TestComposeFile(t *testing.T) {
 	if d.DependsOn["backend"].Condition != "service_healthy" {
 		t.Errorf("dashboard depends_on %v: want backend service_healthy", d.DependsOn)
 	}
+	readmeSaysPreload(t, "docker-compose") // its .env example is a public origin
 	readmeMentions(t, "docker-compose", b.StopGracePeriod, grace.String(), "SIGTERM",
 		"3210", "3211", "6791", "/convex/data", "http://127.0.0.1:${PORT:-3210}", "PORT=8080", "--check")
 }

@@ -106,8 +106,8 @@ const exitCheckFailed = 1
 // name, not an address or localhost) and that the shim started with env keeps Node's fetch
 // calls to it, and to CONVEX_SITE_ORIGIN, in the container: the cloud origin to
 // 127.0.0.1:3210; a site origin that is the cloud origin plus /http by that same route (to
-// /http on 3210), any other to 127.0.0.1:3211. It returns the routing table, and checks the
-// README in dir says what stays inside and links to the top README's preload section.
+// /http on 3210), any other to 127.0.0.1:3211. It returns the routing table, and checks
+// dir's README with readmeSaysPreload.
 func checkPublicOrigin(t *testing.T, dir string, env map[string]string) []shimRoute {
 	t.Helper()
 	cloud, site := env["CONVEX_CLOUD_ORIGIN"], env["CONVEX_SITE_ORIGIN"]
@@ -138,7 +138,15 @@ func checkPublicOrigin(t *testing.T, dir string, env map[string]string) []shimRo
 		t.Errorf("convex-shim's notes %q lack %q", notes, stays)
 	}
 
-	// The README says both halves, and where the whole story is.
+	readmeSaysPreload(t, dir)
+	return routes
+}
+
+// readmeSaysPreload checks that dir/README.md says which callbacks to a public origin stay
+// inside (fetch, to 127.0.0.1:3210) and which still go out (node:https and other clients,
+// the backend's OIDC discovery), and links to the top README's preload section.
+func readmeSaysPreload(t *testing.T, dir string) {
+	t.Helper()
 	data, err := os.ReadFile(filepath.Join(dir, "README.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -158,5 +166,4 @@ func checkPublicOrigin(t *testing.T, dir string, env map[string]string) []shimRo
 	if !strings.Contains(string(top), "\n### The fetch preload (Node callbacks stay inside, public origins too)\n") {
 		t.Errorf("../README.md has no section for the anchor %s", preloadAnchor)
 	}
-	return routes
 }

@@ -121,6 +121,7 @@ func TestComposeStockImageFile(t *testing.T) {
 	if d := f.Services["dashboard"]; d.DependsOn["backend"].Condition != "service_healthy" {
 		t.Errorf("dashboard depends_on %v: want backend service_healthy", d.DependsOn)
 	}
+	readmeSaysPreload(t, "compose-stock-image")
 	readmeMentions(t, "compose-stock-image", "stop_grace_period: "+b.StopGracePeriod, "CONVEX_SHIM_GRACE: "+grace.String(),
 		"SIGTERM", "--install /shim", "shim:/shim:ro", "service_completed_successfully",
 		`entrypoint: ["/shim/convex-shim", "--", "./run_backend.sh"]`, `["CMD", "/shim/convex-shim", "--check"]`,
