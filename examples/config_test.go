@@ -186,8 +186,11 @@ type composeFileT struct {
 		Ports           []string
 		Volumes         []string
 		Environment     composeEnv
-		Healthcheck     struct{ Test []string }
-		DependsOn       map[string]struct{ Condition string } `yaml:"depends_on"`
+		Healthcheck     struct {
+			Test    []string
+			Timeout string
+		}
+		DependsOn map[string]struct{ Condition string } `yaml:"depends_on"`
 	}
 	Volumes map[string]any
 }
@@ -272,6 +275,7 @@ func TestComposeFile(t *testing.T) {
 	if d.DependsOn["backend"].Condition != "service_healthy" {
 		t.Errorf("dashboard depends_on %v: want backend service_healthy", d.DependsOn)
 	}
+	readmeSaysPreload(t, "docker-compose") // its .env example is a public origin
 	readmeMentions(t, "docker-compose", b.StopGracePeriod, grace.String(), "SIGTERM",
 		"3210", "3211", "6791", "/convex/data", "http://127.0.0.1:${PORT:-3210}", "PORT=8080", "--check")
 }
@@ -335,6 +339,7 @@ func TestFlyToml(t *testing.T) {
 	if f.Env["CONVEX_CLOUD_ORIGIN"] != origin || f.Env["CONVEX_SITE_ORIGIN"] != origin+"/http" {
 		t.Errorf("origins %q, %q: want %s and %s/http (Convex's Fly instructions)", f.Env["CONVEX_CLOUD_ORIGIN"], f.Env["CONVEX_SITE_ORIGIN"], origin, origin)
 	}
+	checkPublicOrigin(t, "fly", f.Env)
 	readmeMentions(t, "fly", f.KillSignal, timeoutText, grace.String(), "3210", "/convex/data",
 		"/convex/data/tmp", "/version", "subreaper")
 }
@@ -410,6 +415,7 @@ func TestRenderYaml(t *testing.T) {
 	if env["CONVEX_CLOUD_ORIGIN"] != origin || env["CONVEX_SITE_ORIGIN"] != origin+"/http" {
 		t.Errorf("origins %q, %q: want %s and %s/http", env["CONVEX_CLOUD_ORIGIN"], env["CONVEX_SITE_ORIGIN"], origin, origin)
 	}
+	checkPublicOrigin(t, "render", env)
 	readmeMentions(t, "render", "maxShutdownDelaySeconds: "+strconv.Itoa(s.MaxShutdownDelaySeconds),
 		grace.String(), "SIGTERM", "3210", "/convex/data", "/version",
 		"dockerfilePath: "+s.DockerfilePath, "dockerContext: "+s.DockerContext, "repo:", "fork", "zero-downtime",
@@ -463,16 +469,29 @@ type k8sProbe struct {
 	TimeoutSeconds int                          `yaml:"timeoutSeconds"`
 }
 
-// checkRouteWorst is the longest `convex-shim --check` takes for one route: three steps of
-// its 3s timeout in a row (connect to the backend, connect through the forward, read the
-// answer; cmd/convex-shim/check.go), routes one after another.
-const checkRouteWorst = 3 * 3 * time.Second
+// checkStep bounds each step of `convex-shim --check` (cmd/convex-shim/check.go).
+const checkStep = 3 * time.Second
+
+// checkWorst is the longest `convex-shim --check` takes for routes, its table's rows, probed
+// one after another: a forward three steps in a row (connect to the backend, connect through
+// the forward, read the answer), a fetch-preload route or a bare backend two (connect, read).
+func checkWorst(routes []shimRoute) time.Duration {
+	var d time.Duration
+	for _, r := range routes {
+		if strings.HasPrefix(r.listen, "fetch ") || r.target == "-" {
+			d += 2 * checkStep
+		} else {
+			d += 3 * checkStep
+		}
+	}
+	return d
+}
 
 // checkProbes checks the startup, readiness and liveness probes of the backend container:
 // each is GET /version on 3210, or exec shim --check with a timeout above --check's worst
-// case for the manifests' one route, http://127.0.0.1's 127.0.0.1:80 (the kubelet's default
-// is 1s, and a probe that times out fails).
-func checkProbes(t *testing.T, shim string, startup, readiness, liveness *k8sProbe) {
+// case for routes, the table the shim prints with the container's environment (the
+// kubelet's default is 1s, and a probe that times out fails).
+func checkProbes(t *testing.T, shim string, routes []shimRoute, startup, readiness, liveness *k8sProbe) {
 	t.Helper()
 	for name, p := range map[string]*k8sProbe{"startupProbe": startup, "readinessProbe": readiness, "livenessProbe": liveness} {
 		switch {
@@ -486,8 +505,8 @@ func checkProbes(t *testing.T, shim string, startup, readiness, liveness *k8sPro
 			if !slices.Equal(p.Exec.Command, []string{shim, "--check"}) {
 				t.Errorf("%s: exec %q, want [%s --check]", name, p.Exec.Command, shim)
 			}
-			if time.Duration(p.TimeoutSeconds)*time.Second <= checkRouteWorst {
-				t.Errorf("%s: timeoutSeconds %d, want above --check's worst case for one route, %v", name, p.TimeoutSeconds, checkRouteWorst)
+			if worst := checkWorst(routes); time.Duration(p.TimeoutSeconds)*time.Second <= worst {
+				t.Errorf("%s: timeoutSeconds %d, want above --check's worst case for its %d routes, %v", name, p.TimeoutSeconds, len(routes), worst)
 			}
 		default:
 			t.Errorf("%s: neither httpGet nor exec", name)
@@ -573,9 +592,7 @@ func TestKubernetesManifests(t *testing.T) {
 		env[e.Name] = e.Value
 	}
 	grace := checkGrace(t, env, time.Duration(spec.TerminationGracePeriodSeconds)*time.Second, "terminationGracePeriodSeconds")
-	if env["CONVEX_CLOUD_ORIGIN"] != "http://127.0.0.1" {
-		t.Errorf("CONVEX_CLOUD_ORIGIN = %q, want http://127.0.0.1", env["CONVEX_CLOUD_ORIGIN"])
-	}
+	routes := checkPublicOrigin(t, "kubernetes", env)
 	var claim string
 	for _, m := range c.VolumeMounts {
 		if m.MountPath == "/convex/data" {
@@ -592,8 +609,8 @@ func TestKubernetesManifests(t *testing.T) {
 	if !slices.Equal(pvc.Spec.AccessModes, []string{"ReadWriteOnce"}) {
 		t.Errorf("PVC accessModes %v, want ReadWriteOnce", pvc.Spec.AccessModes)
 	}
-	checkProbes(t, "/usr/local/bin/convex-shim", c.StartupProbe, c.ReadinessProbe, c.LivenessProbe)
+	checkProbes(t, "/usr/local/bin/convex-shim", routes, c.StartupProbe, c.ReadinessProbe, c.LivenessProbe)
 	readmeMentions(t, "kubernetes", "terminationGracePeriodSeconds: "+strconv.Itoa(spec.TerminationGracePeriodSeconds),
 		grace.String(), "SIGTERM", "3210", "3211", "/convex/data", pvc.Spec.Resources.Requests.Storage,
-		"http://127.0.0.1", "--check", "/version", "Recreate", "subreaper")
+		env["CONVEX_CLOUD_ORIGIN"], env["CONVEX_SITE_ORIGIN"], "--check", "/version", "Recreate", "subreaper")
 }

@@ -148,6 +148,13 @@ func TestRailwayConfig(t *testing.T) {
 	if o := env["CONVEX_SITE_ORIGIN"]; o != env["CONVEX_CLOUD_ORIGIN"]+"/http" {
 		t.Errorf("CONVEX_SITE_ORIGIN = %q, want the cloud origin plus /http (one public port)", o)
 	}
+	// What the shim sees once Railway has put the service's public domain in for its
+	// reference variable (a stand-in name here).
+	resolved := map[string]string{}
+	for k, v := range env {
+		resolved[k] = strings.ReplaceAll(v, "${{RAILWAY_PUBLIC_DOMAIN}}", "convex-backend.example.com")
+	}
+	checkPublicOrigin(t, "railway", resolved)
 	readmeMentions(t, "railway", `"drainingSeconds": `+strconv.Itoa(int(draining)), "CONVEX_SHIM_GRACE="+grace.String(),
 		"SIGTERM", "SIGKILL", "3 s", "RAILWAY_DEPLOYMENT_DRAINING_SECONDS", "PORT=3210", "/version", "/convex/data",
 		"variables.env", "railway ssh", "./generate_admin_key.sh")
@@ -202,6 +209,16 @@ func TestCoolifyCompose(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s %s = %q, want %q (the backend's Coolify URL)", c.svc, c.name, got, c.want)
 		}
+	}
+	// What the shim sees once Coolify has put the backend's URL in (a stand-in https URL
+	// here, as with a wildcard domain and TLS set up), and how long --check may take then.
+	var resolved composeFileT
+	if err := yaml.Unmarshal([]byte(interpolate(string(raw), map[string]string{"SERVICE_URL_BACKEND": "https://backend.convex.example.com"})), &resolved); err != nil {
+		t.Fatal(err)
+	}
+	routes := checkPublicOrigin(t, "coolify", resolved.Services["backend"].Environment)
+	if timeout, err := time.ParseDuration(b.Healthcheck.Timeout); err != nil || timeout <= checkWorst(routes) {
+		t.Errorf("backend healthcheck timeout %q, want above --check's worst case for its %d routes, %v", b.Healthcheck.Timeout, len(routes), checkWorst(routes))
 	}
 	if len(b.Ports) != 0 || len(d.Ports) != 0 {
 		t.Errorf("published ports %q, %q: Coolify's proxy routes the URLs; a published port bypasses it", b.Ports, d.Ports)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -120,6 +121,7 @@ func TestComposeStockImageFile(t *testing.T) {
 	if d := f.Services["dashboard"]; d.DependsOn["backend"].Condition != "service_healthy" {
 		t.Errorf("dashboard depends_on %v: want backend service_healthy", d.DependsOn)
 	}
+	readmeSaysPreload(t, "compose-stock-image")
 	readmeMentions(t, "compose-stock-image", "stop_grace_period: "+b.StopGracePeriod, "CONVEX_SHIM_GRACE: "+grace.String(),
 		"SIGTERM", "--install /shim", "shim:/shim:ro", "service_completed_successfully",
 		`entrypoint: ["/shim/convex-shim", "--", "./run_backend.sh"]`, `["CMD", "/shim/convex-shim", "--check"]`,
@@ -387,9 +389,7 @@ func TestKubernetesStockImageManifest(t *testing.T) {
 		t.Errorf("backend mounts %s at %s writable, want readOnly: true", p.shimMount.Name, p.shimMount.MountPath)
 	}
 	env := b.env()
-	if env["CONVEX_CLOUD_ORIGIN"] != "http://127.0.0.1" {
-		t.Errorf("CONVEX_CLOUD_ORIGIN = %q, want http://127.0.0.1", env["CONVEX_CLOUD_ORIGIN"])
-	}
+	routes := checkPublicOrigin(t, stockK8sDir, env)
 	var claim string
 	for _, v := range spec.Volumes {
 		if m := b.mountOf(v.Name); m != nil && m.MountPath == "/convex/data" && v.PersistentVolumeClaim != nil {
@@ -406,13 +406,13 @@ func TestKubernetesStockImageManifest(t *testing.T) {
 	if ports["api"] != 3210 || ports["site"] != 3211 {
 		t.Errorf("container ports %v, want api 3210 and site 3211 (../service.yaml targets them by name)", ports)
 	}
-	checkProbes(t, shim, b.StartupProbe, b.ReadinessProbe, b.LivenessProbe)
+	checkProbes(t, shim, routes, b.StartupProbe, b.ReadinessProbe, b.LivenessProbe)
 	if b.ReadinessProbe == nil || b.ReadinessProbe.Exec == nil {
 		t.Error("readinessProbe: want the exec --check, so the pod is ready only when callbacks reach the backend")
 	}
 	readmeMentions(t, stockK8sDir, "terminationGracePeriodSeconds: "+strconv.Itoa(spec.TerminationGracePeriodSeconds),
 		"CONVEX_SHIM_GRACE: "+p.grace.String(), "SIGTERM", "args: "+quoted(p.init.Args), "command: "+quoted(b.Command),
-		"emptyDir", "readOnly: true", "readOnlyRootFilesystem: true", "--target shim", "http://127.0.0.1", "--check",
+		"emptyDir", "readOnly: true", "readOnlyRootFilesystem: true", "--target shim", env["CONVEX_CLOUD_ORIGIN"], env["CONVEX_SITE_ORIGIN"], "--check",
 		"/version", "3210", "NET_BIND_SERVICE", "docker stop -t "+strconv.Itoa(spec.TerminationGracePeriodSeconds))
 }
 
@@ -421,8 +421,11 @@ func TestKubernetesStockImageManifest(t *testing.T) {
 // shim-only image with its args, read-only root, no capabilities) installs the binary
 // into a fresh volume with mode 755; the stock image (the stand-in), with that volume
 // mounted read-only and the backend container's command in place of its ENTRYPOINT,
-// serves Node callbacks to http://127.0.0.1 through the shim's 127.0.0.1:80, passes
-// the readiness probe's exec, and drains on `docker stop -t terminationGracePeriodSeconds`.
+// passes the readiness probe's exec and drains on `docker stop -t
+// terminationGracePeriodSeconds`. The manifest's origin is a public ingress name that the
+// container cannot resolve, upstream #386's case: a stock fetch to it from the container
+// fails, and the Node server's callbacks to it (every kind, storage included) still
+// succeed, through the fetch preload in the container and not through the shim's forward.
 func TestKubernetesStockImageMechanics(t *testing.T) {
 	t.Parallel()
 	p := loadStockPod(t)
@@ -488,15 +491,31 @@ func TestKubernetesStockImageMechanics(t *testing.T) {
 	backend.WaitReady(t)
 	t.Logf("GET /version answered %v after docker run", time.Since(start).Round(time.Millisecond))
 
-	// readinessProbe: the exec, as the kubelet runs it.
+	// readinessProbe: the exec, as the kubelet runs it: the forward and the preload's route.
+	origin := p.backend.env()["CONVEX_CLOUD_ORIGIN"]
 	probe := p.backend.ReadinessProbe.Exec.Command
 	out2, err := dockertest.Docker(append([]string{"exec", backend.Name}, probe...)...)
 	t.Logf("readinessProbe %q: %v\n%s", probe, err, out2)
-	if err != nil || !strings.Contains(out2, "127.0.0.1:80") {
-		t.Errorf("readinessProbe %q failed: %v", probe, err)
+	fetchRoute := regexp.MustCompile(`(?m)^fetch ` + regexp.QuoteMeta(origin) + ` +127\.0\.0\.1:3210 +CONVEX_CLOUD_ORIGIN \(node preload\) +ok$`)
+	if err != nil || !strings.Contains(out2, "127.0.0.1:80") || !fetchRoute.MatchString(out2) {
+		t.Errorf("readinessProbe %q: %v; want the forward and the row %s, both ok", probe, err, fetchRoute)
 	}
 
-	checkCallbacks(t, backend, nodeOps, defaultForward, throughForward)
+	// Upstream #386: the container cannot reach its own public name. Node's stock fetch
+	// (docker exec's environment has no preload: the shim adds it for the backend only).
+	reach := `fetch(process.argv[1] + "/version").then((r) => console.log("reached: HTTP " + r.status),
+		(e) => { console.log("stock fetch: " + e.message + ": " + (e.cause && (e.cause.code || e.cause.message))); process.exit(3); })`
+	out3, err := exec.Command("docker", "exec", backend.Name, "node", "-e", reach, origin).CombinedOutput()
+	t.Logf("from the container, %s/version: %v: %s", origin, err, bytes.TrimSpace(out3))
+	if dockertest.ExitCode(err) != 3 {
+		t.Fatalf("the container reaches %s (or node did not run: %v): this test needs the #386 case, a public name it cannot reach", origin, err)
+	}
+
+	before := strings.Count(backend.Logs(t), throughForward)
+	checkCallbacks(t, backend, nodeOps, "Node callbacks to "+origin+" -> 127.0.0.1:3210 in the container (fetch preload)", "")
+	if after := strings.Count(backend.Logs(t), throughForward); after != before {
+		t.Errorf("%d connections through the forward during the callbacks: they should go by the fetch preload", after-before)
+	}
 
 	period := strconv.Itoa(p.dep.Spec.Template.Spec.TerminationGracePeriodSeconds)
 	stopDrains(t, backend, p.grace, "docker stop -t "+period, func() {
