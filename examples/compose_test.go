@@ -35,7 +35,7 @@ func TestComposeUp(t *testing.T) {
 		"CONVEX_SHIM_VERBOSE=true",
 		// Loopback only. The origin names the published PORT, so the Node
 		// callbacks go to 127.0.0.1:PORT inside the container, which only
-		// the shim's origin-derived forward serves: issue 4's PORT=8080 case.
+		// the shim's origin-derived forward serves: Convex's compose file with PORT=8080.
 		"PUBLISH_ADDRESS=127.0.0.1",
 		"PORT=" + port,
 		"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:" + port, // as a .env beside the file would set it

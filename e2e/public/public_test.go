@@ -3,7 +3,7 @@
 // https://api.my-domain.com behind a reverse proxy; an ingress name on Kubernetes), with a
 // second container playing the edge (e2e/edge): TLS for https://convex.example.test with a test
 // CA the stock Node trusts through NODE_EXTRA_CA_CERTS, proxying to the backend's 3210, counting
-// every request it sees. Issue 11, part 4.
+// every request it sees.
 //
 // Two topologies, on a user-defined Docker network each:
 //   - hairpin: the edge has the network alias convex.example.test, so the backend reaches its
