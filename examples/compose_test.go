@@ -28,7 +28,8 @@ func TestComposeUp(t *testing.T) {
 	} else {
 		ln.Close()
 	}
-	t.Logf("PORT=%s, so CONVEX_CLOUD_ORIGIN=http://127.0.0.1:%s", port, port)
+	origin := "http://127.0.0.1:" + port
+	t.Logf("PORT=%s, so CONVEX_CLOUD_ORIGIN=%s", port, origin)
 	c := dockertest.NewCompose(t, composeFile, "convexshimex", []string{
 		"CONVEX_BACKEND_IMAGE=" + dockertest.StandinImage,
 		"CONVEX_SHIM_TARGET=prebuilt",
@@ -38,7 +39,7 @@ func TestComposeUp(t *testing.T) {
 		// the shim's origin-derived forward serves: Convex's compose file with PORT=8080.
 		"PUBLISH_ADDRESS=127.0.0.1",
 		"PORT=" + port,
-		"CONVEX_CLOUD_ORIGIN=http://127.0.0.1:" + port, // as a .env beside the file would set it
+		"CONVEX_CLOUD_ORIGIN=" + origin, // as a .env beside the file would set it
 		// A real number, not Docker's "0" (ephemeral).
 		"SITE_PROXY_PORT=" + dockertest.FreePort(t),
 	}, "backend")
@@ -59,10 +60,15 @@ func TestComposeUp(t *testing.T) {
 	t.Logf("build %v, then up to healthy in %v (%s)", built.Round(time.Millisecond), (time.Since(start) - built).Round(time.Millisecond), health)
 
 	backend.API = c.Must("port", "backend", "3210")
-	// The callbacks must have gone through the origin's port, not 80.
+	// The origin's port gets its forward (for clients other than fetch), and Node's fetch
+	// callbacks to it go by the preload straight to 3210, as users get them by default.
+	// (The forward's own path is proven end to end by e2e/image.TestAllCallbacks/forward.)
+	forward := "127.0.0.1:" + port + " -> 127.0.0.1:3210 (CONVEX_CLOUD_ORIGIN)"
+	if logs := backend.Logs(t); !strings.Contains(logs, forward) {
+		t.Errorf("logs lack the forward %q:\n%s", forward, logs)
+	}
 	checkCallbacks(t, backend, []string{"query", "mutation", "storage_store", "storage_get"},
-		"127.0.0.1:"+port+" -> 127.0.0.1:3210 (CONVEX_CLOUD_ORIGIN)",      // the startup line
-		"forward: 127.0.0.1:"+port+" -> 127.0.0.1:3210: client 127.0.0.1") // a callback through it (-v)
+		"Node callbacks to "+origin+" -> 127.0.0.1:3210 in the container (fetch preload)", "")
 
 	stopDrains(t, backend, 8*time.Second, "docker-compose stop", func() { c.Must("stop", "backend") })
 }

@@ -183,7 +183,12 @@ func TestComposeStockImageUp(t *testing.T) {
 	}
 
 	backend.API = c.Must("port", "backend", "3210")
-	checkCallbacks(t, backend, nodeOps, defaultForward, throughForward)
+	// With the loopback origin the default forward listens, and Node's fetch callbacks go by
+	// the preload straight to 3210, as users get them by default.
+	if logs := backend.Logs(t); !strings.Contains(logs, defaultForward) {
+		t.Errorf("logs lack the forward %q:\n%s", defaultForward, logs)
+	}
+	checkCallbacks(t, backend, nodeOps, "Node callbacks to http://127.0.0.1 -> 127.0.0.1:3210 in the container (fetch preload)", "")
 
 	stopDrains(t, backend, 8*time.Second, "docker-compose stop", func() { c.Must("stop") })
 }

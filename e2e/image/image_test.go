@@ -93,17 +93,41 @@ func TestSeedFailureFixed(t *testing.T) {
 	}
 }
 
-// (2) One container: every kind of callback succeeds through the shim's 80 -> 3210 forward.
+// (2) One container: every kind of callback succeeds, by either of the shim's two paths:
+// Node's fetch preload straight to 3210 (the default), and the 127.0.0.1:80 -> 3210 forward
+// that serves every other client (the preload turned off, so fetch takes it too). Each path
+// must carry every request and the other none.
 func TestAllCallbacks(t *testing.T) {
 	t.Parallel()
-	c := shimmed(t, []string{originNoPort, retryFast})
-	c.WaitReady(t)
-	res := runOps(t, c, allOps...)
-	var seen []string
-	for _, r := range res.Results {
-		seen = append(seen, r.Op+" ok")
+	const throughForward = "forward: 127.0.0.1:80 -> 127.0.0.1:3210: client 127.0.0.1:"
+	for _, tc := range []struct {
+		name, preload string
+		startup       string // the startup line naming the path
+		viaForward    bool
+	}{
+		{"fetch preload", "true", "Node callbacks to http://127.0.0.1 -> 127.0.0.1:3210 in the container (fetch preload)", false},
+		{"forward", "false", "forwarding 127.0.0.1:80 -> 127.0.0.1:3210 (default)", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := shimmed(t, []string{originNoPort, retryFast, "CONVEX_SHIM_VERBOSE=true", "CONVEX_SHIM_NODE_PRELOAD=" + tc.preload})
+			c.WaitReady(t)
+			res := runOps(t, c, allOps...)
+			var seen []string
+			for _, r := range res.Results {
+				seen = append(seen, r.Op+" ok")
+			}
+			logs := c.Logs(t)
+			n := strings.Count(logs, throughForward)
+			t.Logf("origin http://127.0.0.1, %s: %s; %d connections through the forward", tc.name, strings.Join(seen, ", "), n)
+			if !strings.Contains(logs, tc.startup) {
+				t.Errorf("logs lack %q:\n%s", tc.startup, logs)
+			}
+			if tc.viaForward != (n > 0) {
+				t.Errorf("%d connections through the 127.0.0.1:80 forward, want them only with the preload off:\n%s", n, logs)
+			}
+		})
 	}
-	t.Logf("one container, origin http://127.0.0.1: %s", strings.Join(seen, ", "))
 }
 
 // inFlight starts a Node action whose query callback the backend holds for delay, waits until
@@ -126,9 +150,11 @@ func inFlight(t *testing.T, c *dockertest.Container, delay string) <-chan error 
 // (3) docker stop (SIGTERM, default 10 s timeout) while a callback is in flight: the shim
 // turns SIGTERM into one SIGINT to the backend, none to its Node server; the callback, which
 // travels through the shim's forward, completes during the drain; exit 0 long before 10 s.
+// The preload is off so that the callback takes the forward, the path of every client other
+// than fetch, which must keep serving until the backend has exited.
 func TestDockerStopDrains(t *testing.T) {
 	t.Parallel()
-	c := shimmed(t, []string{originNoPort, retryFast})
+	c := shimmed(t, []string{originNoPort, retryFast, "CONVEX_SHIM_NODE_PRELOAD=false"})
 	c.WaitReady(t)
 	done := inFlight(t, c, "2s")
 
