@@ -175,15 +175,22 @@ func addrOf(target string) string {
 	return "127.0.0.1:" + strconv.Itoa(listenPort)
 }
 
+// startPath starts target's forwarder, or returns nil for direct.
+func startPath(target string) (*fwd, error) {
+	if target == direct {
+		return nil, nil
+	}
+	return startFwd(target)
+}
+
 // runCase starts target's forwarder (if any), loads it, and stops it.
 func runCase(c fcase, target string) (caseResult, error) {
 	var r caseResult
-	var f *fwd
-	if target != direct {
-		var err error
-		if f, err = startFwd(target); err != nil {
-			return r, err
-		}
+	f, err := startPath(target)
+	if err != nil {
+		return r, err
+	}
+	if f != nil {
 		defer f.stop()
 	}
 	var cpu0 int64

@@ -20,12 +20,15 @@ const (
 )
 
 // peerConns is HAProxy's connection limit: above the largest scale case
-// (9,000 held plus 64 churning), below what the descriptor limit here
-// (20,000, which HAProxy will not start without: two per connection) allows.
-// nginx counts each side as a connection, in each worker: it gets twice as
-// many, and its descriptor limit just under the hard limit.
+// (9,000 held plus 64 churning). HAProxy refuses to start unless the
+// descriptor limit covers two per connection and two per splice pipe
+// (maxconn/4 pipes unless told), and the hard limit here is 20,000: so
+// 9,100 connections and 800 pipes, which covers the 8 bulk streams many
+// times over. nginx counts each side as a connection, in each worker: it
+// gets twice as many, and its descriptor limit just under the hard limit.
 const (
-	peerConns    = 9900
+	peerConns    = 9100
+	peerPipes    = 800
 	nginxConns   = 2 * peerConns
 	nginxNoFiles = 19900
 )
@@ -34,6 +37,7 @@ func haproxyConfig() string {
 	return fmt.Sprintf(`global
 	nbthread %d
 	maxconn %d
+	maxpipes %d
 defaults
 	mode tcp
 	option splice-auto
@@ -49,7 +53,7 @@ frontend fwd
 	default_backend upstream
 backend upstream
 	server backend %s
-`, runtime.NumCPU(), peerConns, peerConns, listenPort, upstreamAddr)
+`, runtime.NumCPU(), peerConns, peerPipes, peerConns, listenPort, upstreamAddr)
 }
 
 func nginxConfig(dir string) string {

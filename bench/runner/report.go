@@ -383,19 +383,29 @@ func bestPeerVerdicts(fr *fwdResults) []verdict {
 			vs = append(vs, check(label+": ≤ best peer", ratio(s, bp), 2, "× "+who+unit, func(x float64) bool { return x <= 1 }))
 		}
 	}
-	add("new connections c=1 req/s", "conn1", rps, true, 0, "")
-	add("new connections c=1 p50", "conn1", p50, false, 2, "")
-	add("new connections c=1 p99", "conn1", p99, false, 2, "")
-	add("new connections c=64 req/s", "conn64", rps, true, 0, "")
-	add("new connections c=64 p50", "conn64", p50, false, 2, "")
-	add("new connections c=64 p99", "conn64", p99, false, 2, "")
-	add("keep-alive c=64 req/s", "ka64", rps, true, 0, "")
-	add("bulk, 1 stream GB/s", "bulk1", gbps, true, 2, "")
-	add("bulk, 8 streams GB/s", "bulk8", gbps, true, 2, "")
-	add("CPU per connection (c=1)", "conn1", cpu10k, false, 2, "'s")
-	add("CPU per connection (c=64)", "conn64", cpu10k, false, 2, "'s")
-	add("CPU per keep-alive request", "ka64", cpuPerReq, false, 2, "'s")
-	add("CPU per GB, 8 streams", "bulk8", cpuGB, false, 2, "'s")
+	for _, r := range []struct {
+		label, key string
+		f          func(caseResult) float64
+		higher     bool
+		prec       int
+		unit       string
+	}{
+		{"new connections c=1 req/s", "conn1", rps, true, 0, ""},
+		{"new connections c=1 p50", "conn1", p50, false, 2, ""},
+		{"new connections c=1 p99", "conn1", p99, false, 2, ""},
+		{"new connections c=64 req/s", "conn64", rps, true, 0, ""},
+		{"new connections c=64 p50", "conn64", p50, false, 2, ""},
+		{"new connections c=64 p99", "conn64", p99, false, 2, ""},
+		{"keep-alive c=64 req/s", "ka64", rps, true, 0, ""},
+		{"bulk, 1 stream GB/s", "bulk1", gbps, true, 2, ""},
+		{"bulk, 8 streams GB/s", "bulk8", gbps, true, 2, ""},
+		{"CPU per connection (c=1)", "conn1", cpu10k, false, 2, "'s"},
+		{"CPU per connection (c=64)", "conn64", cpu10k, false, 2, "'s"},
+		{"CPU per keep-alive request", "ka64", cpuPerReq, false, 2, "'s"},
+		{"CPU per GB, 8 streams", "bulk8", cpuGB, false, 2, "'s"},
+	} {
+		add(r.label, r.key, r.f, r.higher, r.prec, r.unit)
+	}
 	return vs
 }
 

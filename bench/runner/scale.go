@@ -73,12 +73,11 @@ func runScale() (scaleResults, error) {
 
 func scaleCase(n int, target string) (scaleResult, error) {
 	r := scaleResult{n: n, c: min(n, 64)}
-	var f *fwd
-	if target != direct {
-		var err error
-		if f, err = startFwd(target); err != nil {
-			return r, err
-		}
+	f, err := startPath(target)
+	if err != nil {
+		return r, err
+	}
+	if f != nil {
 		defer f.stop()
 		time.Sleep(300 * time.Millisecond)
 		r.idle = f.mem()
