@@ -93,12 +93,13 @@ bench:
 	@BENCH_START=$$(date +%s.%N); export BENCH_START; \
 	$(MAKE) --no-print-directory bench-deps build && bench/bench.sh
 
-# socat is the seed's sidecar; wrk cross-checks the Go load generator;
+# socat is the seed's sidecar; HAProxy and nginx (with its stream module) are the
+# peers a careful operator would pick; wrk cross-checks the Go load generator;
 # tini (with tini-static), dumb-init and catatonit are the inits compared;
 # ip and unshare make the namespace.
 bench-deps:
 	@missing=""; \
-	for p in socat wrk tini dumb-init catatonit; do \
+	for p in socat wrk haproxy nginx libnginx-mod-stream tini dumb-init catatonit; do \
 		dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
 	done; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \

@@ -79,51 +79,91 @@ func (p *pipe) close() {
 	unix.Close(p.w)
 }
 
-// copyStream copies src to dst until src's end of stream (nil) or an error.
-func copyStream(dst, src *net.TCPConn) error {
-	srcRaw, err := src.SyscallConn()
+// pair is one forwarded connection's copying state: both directions and
+// the wait for the second one, in one allocation.
+type pair struct {
+	up, down stream // client to upstream, upstream to client
+	wg       sync.WaitGroup
+	downErr  error
+}
+
+func newPair(client, upstream *net.TCPConn) (*pair, error) {
+	c := new(pair)
+	cr, err := client.SyscallConn()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	dstRaw, err := dst.SyscallConn()
+	ur, err := upstream.SyscallConn()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	bulk := false
+	c.up.init(upstream, ur, client, cr)
+	c.down.init(client, cr, upstream, ur)
+	return c, nil
+}
+
+// stream is one direction of a forwarded connection. Its read and write
+// callbacks are made once, not per burst: a closure handed to RawConn
+// escapes, and with it every variable it captures.
+type stream struct {
+	dst, src       *net.TCPConn
+	dstRaw, srcRaw syscall.RawConn
+	readFn         func(fd uintptr) bool
+	writeFn        func(fd uintptr) bool
+
+	bulk bool // the last burst filled the buffer: splice the next one
+	// The last read: bytes, error, and the buffer or pipe holding them.
+	n    int
+	rerr error
+	buf  *[]byte
+	p    *pipe
+	// The splice in progress from p to dst: bytes asked, moved, error.
+	want  int
+	moved int64
+	werr  error
+}
+
+func (s *stream) init(dst *net.TCPConn, dstRaw syscall.RawConn, src *net.TCPConn, srcRaw syscall.RawConn) {
+	s.dst, s.dstRaw, s.src, s.srcRaw = dst, dstRaw, src, srcRaw
+	s.readFn, s.writeFn = s.read, s.spliceOut
+}
+
+// read is the callback of srcRaw.Read: one burst into a pooled buffer, or
+// into a pooled pipe when the stream is bulk.
+func (s *stream) read(fd uintptr) bool {
 	for {
-		var (
-			n    int
-			rerr error
-			buf  *[]byte
-			p    *pipe
-		)
-		err := srcRaw.Read(func(fd uintptr) bool {
-			for {
-				if bulk {
-					p = getPipe()
-				}
-				if p != nil {
-					var m int64
-					m, rerr = unix.Splice(int(fd), nil, p.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-					n = int(m)
-				} else {
-					buf = bufPool.Get().(*[]byte)
-					n, rerr = unix.Read(int(fd), *buf)
-				}
-				if rerr != unix.EINTR && rerr != unix.EAGAIN {
-					return true
-				}
-				// Nothing read: hand back what was taken. On EAGAIN wait
-				// for the next burst holding nothing.
-				giveBack(p, buf)
-				p, buf = nil, nil // not ours any more, whatever happens next
-				if rerr == unix.EAGAIN {
-					return false
-				}
-			}
-		})
-		if err == nil && rerr != nil {
-			err = &net.OpError{Op: "read", Net: "tcp", Source: src.LocalAddr(), Addr: src.RemoteAddr(), Err: rerr}
+		if s.bulk {
+			s.p = getPipe()
+		}
+		if s.p != nil {
+			var m int64
+			m, s.rerr = unix.Splice(int(fd), nil, s.p.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			s.n = int(m)
+		} else {
+			s.buf = bufPool.Get().(*[]byte)
+			s.n, s.rerr = unix.Read(int(fd), *s.buf)
+		}
+		if s.rerr != unix.EINTR && s.rerr != unix.EAGAIN {
+			return true
+		}
+		// Nothing read: hand back what was taken. On EAGAIN wait for the
+		// next burst holding nothing.
+		giveBack(s.p, s.buf)
+		s.p, s.buf = nil, nil // not ours any more, whatever happens next
+		if s.rerr == unix.EAGAIN {
+			return false
+		}
+	}
+}
+
+// copy copies src to dst until src's end of stream (nil) or an error.
+func (s *stream) copy() error {
+	for {
+		s.n, s.rerr, s.buf, s.p = 0, nil, nil, nil
+		err := s.srcRaw.Read(s.readFn)
+		n, p, buf := s.n, s.p, s.buf
+		if err == nil && s.rerr != nil {
+			err = &net.OpError{Op: "read", Net: "tcp", Source: s.src.LocalAddr(), Addr: s.src.RemoteAddr(), Err: s.rerr}
 		}
 		if err != nil || n <= 0 {
 			giveBack(p, buf)
@@ -131,20 +171,20 @@ func copyStream(dst, src *net.TCPConn) error {
 		}
 
 		if p != nil {
-			err = pump(dstRaw, p, n)
+			err = s.pump(n)
 			if err != nil {
 				p.discard()
-				return &net.OpError{Op: "write", Net: "tcp", Source: dst.LocalAddr(), Addr: dst.RemoteAddr(), Err: err}
+				return &net.OpError{Op: "write", Net: "tcp", Source: s.dst.LocalAddr(), Addr: s.dst.RemoteAddr(), Err: err}
 			}
 			pipePool.Put(p)
 		} else {
-			_, err = dst.Write((*buf)[:n])
+			_, err = s.dst.Write((*buf)[:n])
 			bufPool.Put(buf)
 			if err != nil {
 				return err
 			}
 		}
-		bulk = n >= smallBurst // a buffer filled, or a burst the size of one
+		s.bulk = n >= smallBurst // a buffer filled, or a burst the size of one
 	}
 }
 
@@ -157,33 +197,35 @@ func giveBack(p *pipe, buf *[]byte) {
 	}
 }
 
-// pump splices n bytes from p into dst's socket, waiting whenever it is full.
-func pump(dst syscall.RawConn, p *pipe, n int) error {
+// pump splices n bytes from s.p into dst's socket, waiting whenever it is
+// full.
+func (s *stream) pump(n int) error {
 	for n > 0 {
-		var m int64
-		var werr error
-		err := dst.Write(func(fd uintptr) bool {
-			for {
-				m, werr = unix.Splice(p.r, nil, int(fd), nil, n, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-				switch werr {
-				case unix.EINTR:
-					continue
-				case unix.EAGAIN:
-					return false
-				}
-				return true
-			}
-		})
-		if err != nil {
+		s.want, s.moved, s.werr = n, 0, nil
+		if err := s.dstRaw.Write(s.writeFn); err != nil {
 			return err
 		}
-		if werr != nil {
-			return werr
+		if s.werr != nil {
+			return s.werr
 		}
-		if m == 0 {
+		if s.moved == 0 {
 			return errors.New("splice wrote nothing")
 		}
-		n -= int(m)
+		n -= int(s.moved)
 	}
 	return nil
+}
+
+// spliceOut is the callback of dstRaw.Write for pump.
+func (s *stream) spliceOut(fd uintptr) bool {
+	for {
+		s.moved, s.werr = unix.Splice(s.p.r, nil, int(fd), nil, s.want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch s.werr {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		return true
+	}
 }

@@ -74,16 +74,16 @@ type Proxy struct {
 	// Debug receives one line per connection. If nil, it is discarded.
 	Debug Logger
 
-	mu     sync.Mutex
-	ln     net.Listener
-	conns  map[net.Conn]struct{}
+	mu sync.Mutex
+	ln net.Listener
+	// conns maps the client side of every forwarded connection to its
+	// upstream side, for Close. A client still waiting for its dial is not
+	// in it: canceling ctx ends that dial, and handle closes the client.
+	conns  map[net.Conn]net.Conn
 	closed bool
 	ctx    context.Context // canceled by Close; stops accept backoff and dial retries
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	// targetIP is Target parsed once, when it is an IP literal (every
-	// documented target): dialed past the resolver's parsing and filtering.
-	targetIP netip.AddrPort
 }
 
 // Start listens on p.Listen and serves in the background until Close.
@@ -173,11 +173,10 @@ func (p *Proxy) serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		if !p.track(c, true) {
+		if !p.admit() {
 			c.Close()
 			return nil
 		}
-		p.wg.Add(1)
 		go p.handle(c)
 	}
 }
@@ -210,8 +209,9 @@ func (p *Proxy) Close() error {
 	if p.ln != nil {
 		err = p.ln.Close()
 	}
-	for c := range p.conns {
+	for c, u := range p.conns {
 		c.Close()
+		u.Close()
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
@@ -220,8 +220,7 @@ func (p *Proxy) Close() error {
 
 func (p *Proxy) initLocked() {
 	if p.conns == nil {
-		p.conns = make(map[net.Conn]struct{})
-		p.targetIP, _ = netip.ParseAddrPort(p.Target)
+		p.conns = make(map[net.Conn]net.Conn)
 	}
 	if p.ctx == nil {
 		p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -234,102 +233,151 @@ func (p *Proxy) isClosed() bool {
 	return p.closed
 }
 
-// track adds or removes c from the set Close must close. Adding fails once
-// the proxy is closed, so no connection escapes a concurrent Close.
-func (p *Proxy) track(c net.Conn, add bool) bool {
+// admit counts a new connection's goroutine in wg, unless the proxy is
+// closed. The check and Add share the lock with Close, so Close never waits
+// on a count that could still grow (Serve's own loop is not in wg).
+func (p *Proxy) admit() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !add {
-		delete(p.conns, c)
-		return true
-	}
 	if p.closed {
 		return false
 	}
-	p.conns[c] = struct{}{}
+	p.wg.Add(1)
 	return true
 }
 
+// track adds a forwarded connection to the set Close must close. It fails
+// once the proxy is closed, so no connection escapes a concurrent Close.
+func (p *Proxy) track(client, upstream net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.conns[client] = upstream
+	return true
+}
+
+func (p *Proxy) untrack(client net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, client)
+	p.mu.Unlock()
+}
+
+// handle forwards one accepted connection. Everything in it runs once per
+// connection, so it does only what the guarantees need: one dial, one
+// entry in conns, one goroutine besides its own (Go's poller waits on one
+// descriptor at a time, so each direction needs a goroutine to block in),
+// and no logging work unless a logger is set.
 func (p *Proxy) handle(client net.Conn) {
 	defer p.wg.Done()
-	defer p.track(client, false)
-	defer client.Close()
-
 	upstream, err := p.dial()
 	if err != nil {
-		if !p.isClosed() {
+		if p.Log != nil && !p.isClosed() {
 			logf(p.Log, "forward: %s -> %s: giving up on client %s: %v", p.Listen, p.Target, client.RemoteAddr(), err)
 		}
+		client.Close()
 		return
 	}
-	if !p.track(upstream, true) {
+	if !p.track(client, upstream) {
+		client.Close()
 		upstream.Close()
 		return
 	}
-	defer p.track(upstream, false)
-	defer upstream.Close()
-	logf(p.Debug, "forward: %s -> %s: client %s connected", p.Listen, p.Target, client.RemoteAddr())
-
-	errc := make(chan error, 1)
-	go func() { errc <- proxyCopy(upstream, client) }()
-	err1 := proxyCopy(client, upstream)
-	err2 := <-errc
-	if err := errors.Join(err1, err2); err != nil {
-		logf(p.Debug, "forward: %s -> %s: client %s: %v", p.Listen, p.Target, client.RemoteAddr(), err)
+	if p.Debug != nil {
+		logf(p.Debug, "forward: %s -> %s: client %s connected", p.Listen, p.Target, client.RemoteAddr())
 	}
+	err1, err2 := forwardBoth(client, upstream)
+	p.untrack(client)
+	client.Close()
+	upstream.Close()
+	if p.Debug != nil {
+		if err := errors.Join(err1, err2); err != nil {
+			logf(p.Debug, "forward: %s -> %s: client %s: %v", p.Listen, p.Target, client.RemoteAddr(), err)
+		}
+	}
+}
+
+// forwardBoth copies both ways at once until both directions have ended:
+// client to upstream in this goroutine, upstream to client in one more.
+func forwardBoth(client, upstream net.Conn) (up, down error) {
+	ct, ok1 := client.(*net.TCPConn)
+	ut, ok2 := upstream.(*net.TCPConn)
+	if !ok1 || !ok2 {
+		done := make(chan struct{})
+		go func() { down = proxyCopy(nil, client, upstream); close(done) }()
+		up = proxyCopy(nil, upstream, client)
+		<-done
+		return up, down
+	}
+	// One allocation holds both directions' state and the wait.
+	c, err := newPair(ct, ut)
+	if err != nil {
+		return err, nil
+	}
+	c.wg.Add(1)
+	go func() { c.downErr = proxyCopy(&c.down, client, upstream); c.wg.Done() }()
+	up = proxyCopy(&c.up, upstream, client)
+	c.wg.Wait()
+	return up, c.downErr
 }
 
 // dial connects to the target, retrying connect-phase failures with backoff
 // until DialRetry has passed or the proxy is closed.
+//
+// The first try, the one that succeeds whenever the backend is up, runs on
+// p.ctx alone, so that Close still cancels it: a context with a deadline
+// would cost a timer and two socket deadline updates on every connection.
+// The target goes to DialContext as a string, whose address has no bind(2):
+// Dialer.DialTCP turns the zero local address into one.
 func (p *Proxy) dial() (net.Conn, error) {
+	d := net.Dialer{KeepAlive: -1}
+	c, err := d.DialContext(p.ctx, "tcp", p.Target)
+	if err == nil {
+		return c, nil
+	}
 	retry := p.DialRetry
 	if retry == 0 {
 		retry = DefaultDialRetry
 	}
-	ctx := p.ctx
-	if retry > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(p.ctx, retry)
-		defer cancel()
+	if p.ctx.Err() != nil {
+		return nil, fmt.Errorf("dial %s: %w", p.Target, err)
 	}
-
-	d := net.Dialer{KeepAlive: -1}
+	ctx, cancel := p.ctx, context.CancelFunc(func() {})
+	if retry > 0 {
+		ctx, cancel = context.WithTimeout(p.ctx, retry)
+	}
+	defer cancel()
 	backoff := 10 * time.Millisecond
 	for {
-		var c net.Conn
-		var err error
-		if p.targetIP.IsValid() {
-			c, err = d.DialTCP(ctx, "tcp", netip.AddrPort{}, p.targetIP)
-		} else {
-			c, err = d.DialContext(ctx, "tcp", p.Target)
+		logf(p.Debug, "forward: dial %s: %v; retrying in %v", p.Target, err, backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			if p.ctx.Err() != nil {
+				return nil, fmt.Errorf("dial %s: %w (proxy closed)", p.Target, err)
+			}
+			return nil, fmt.Errorf("dial %s: %w (gave up after %v)", p.Target, err, retry)
 		}
-		if err == nil {
+		backoff = min(2*backoff, 500*time.Millisecond)
+		if c, err = d.DialContext(ctx, "tcp", p.Target); err == nil {
 			return c, nil
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("dial %s: %w", p.Target, err)
 		}
-		logf(p.Debug, "forward: dial %s: %v; retrying in %v", p.Target, err, backoff)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return nil, fmt.Errorf("dial %s: %w (gave up after %v)", p.Target, err, retry)
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
 
 // proxyCopy copies src to dst until src reports end of stream, then shuts
 // down dst's write half so the peer sees the same end of stream while the
 // other direction keeps flowing. It is a named function so that it stands out
-// in goroutine dumps. Between two *net.TCPConn, copyStream splices bulk in
-// the kernel and holds nothing while the connection is idle.
-func proxyCopy(dst, src net.Conn) error {
+// in goroutine dumps. Between two *net.TCPConn (s not nil), copyStream
+// splices bulk in the kernel and holds nothing while the connection is idle.
+func proxyCopy(s *stream, dst, src net.Conn) error {
 	var err error
-	dtc, ok1 := dst.(*net.TCPConn)
-	stc, ok2 := src.(*net.TCPConn)
-	if ok1 && ok2 {
-		err = copyStream(dtc, stc)
+	if s != nil {
+		err = s.copy()
 	} else {
 		_, err = io.Copy(dst, src)
 	}

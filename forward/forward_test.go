@@ -438,8 +438,8 @@ func TestSocketOptions(t *testing.T) {
 	}
 	p.mu.Lock()
 	var conns []syscall.Conn
-	for pc := range p.conns {
-		conns = append(conns, pc.(*net.TCPConn))
+	for client, upstream := range p.conns {
+		conns = append(conns, client.(*net.TCPConn), upstream.(*net.TCPConn))
 	}
 	p.mu.Unlock()
 	if len(conns) != 2 {

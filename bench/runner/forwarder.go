@@ -1,13 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -16,14 +15,19 @@ import (
 	"time"
 )
 
-// The three ways a client reaches the upstream.
+// The ways a client reaches the upstream: directly, or through one of the
+// forwarders. peers are the forwarders convex-shim is compared with.
 const (
 	direct = "direct"
 	socat  = "socat"
 	shimT  = "convex-shim"
 )
 
-var targets = []string{direct, socat, shimT}
+var (
+	targets = []string{direct, socat, haproxyT, nginxT, shimT}
+	peers   = []string{socat, haproxyT, nginxT}
+	fwds    = []string{socat, haproxyT, nginxT, shimT}
+)
 
 const (
 	listenPort   = 80
@@ -34,7 +38,8 @@ const (
 type fwd struct {
 	name   string
 	cmd    *exec.Cmd
-	tree   bool // account its children too (socat forks one per connection)
+	tree   bool   // account its children too (socat forks one per connection, nginx has workers)
+	dir    string // a peer's configuration, removed at stop
 	stderr bytes.Buffer
 }
 
@@ -55,6 +60,12 @@ func startFwd(target string, extra ...string) (*fwd, error) {
 		args := append([]string{"--forward", "127.0.0.1:80=127.0.0.1:3210"}, extra...)
 		args = append(args, "--", "sleep", "1000000")
 		f.cmd = exec.Command(cfg.shim, args...)
+	case haproxyT, nginxT:
+		argv, dir, tree, err := peerCommand(target)
+		if err != nil {
+			return nil, err
+		}
+		f.cmd, f.tree, f.dir = exec.Command(argv[0], argv[1:]...), tree, dir
 	default:
 		return nil, fmt.Errorf("no forwarder for %s", target)
 	}
@@ -90,6 +101,9 @@ func (f *fwd) stop() {
 		}
 	}
 	waitFor(3*time.Second, func() bool { return !listening(listenPort) })
+	if f.dir != "" {
+		os.RemoveAll(f.dir)
+	}
 }
 
 func (f *fwd) cpu() int64 {
@@ -161,15 +175,22 @@ func addrOf(target string) string {
 	return "127.0.0.1:" + strconv.Itoa(listenPort)
 }
 
+// startPath starts target's forwarder, or returns nil for direct.
+func startPath(target string) (*fwd, error) {
+	if target == direct {
+		return nil, nil
+	}
+	return startFwd(target)
+}
+
 // runCase starts target's forwarder (if any), loads it, and stops it.
 func runCase(c fcase, target string) (caseResult, error) {
 	var r caseResult
-	var f *fwd
-	if target != direct {
-		var err error
-		if f, err = startFwd(target); err != nil {
-			return r, err
-		}
+	f, err := startPath(target)
+	if err != nil {
+		return r, err
+	}
+	if f != nil {
 		defer f.stop()
 	}
 	var cpu0 int64
@@ -274,30 +295,14 @@ func runMem(target string) (memResult, error) {
 	time.Sleep(300 * time.Millisecond)
 	r.idle = f.mem()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, cfg.load, "-addr", addrOf(target), "-mode", "hold", "-c", "64", "-d", "10s")
-	cmd.Env = append(cleanEnv, "GOMAXPROCS="+strconv.Itoa(cfg.loadProcs))
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
+	stop, err := holdConns(addrOf(target), 64)
+	if err != nil {
 		return r, err
-	}
-	br := bufio.NewReader(stdout)
-	line, err := br.ReadString('\n')
-	if strings.TrimSpace(line) != "held" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return r, fmt.Errorf("load hold: %q %v", line, err)
 	}
 	time.Sleep(300 * time.Millisecond)
 	r.held = f.mem()
-	stdin.Close()
-	rest, _ := io.ReadAll(br)
-	cmd.Wait()
-	var lr loadResult
-	if err := json.Unmarshal(rest, &lr); err == nil && lr.Errors > 0 {
-		return r, fmt.Errorf("load hold: %d of 64 connections failed", lr.Errors)
+	if err := stop(); err != nil {
+		return r, err
 	}
 	f.drain()
 	return r, nil
@@ -387,7 +392,7 @@ func runForwarder() (*fwdResults, error) {
 				}
 			}
 		}
-		for _, t := range rotate([]string{socat, shimT}, round) {
+		for _, t := range rotate(fwds, round) {
 			waitQuiet()
 			m, err := again(func() (memResult, error) { return runMem(t) })
 			if err != nil {

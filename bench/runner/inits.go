@@ -60,6 +60,7 @@ type initResults struct {
 	sigs  map[string]string    // the signal the child saw
 	reap  map[string][]reapResult
 	bare  []float64 // /bin/true alone as PID 1, ms per round
+	minGo []float64 // bench/mininit -- /bin/true as PID 1, ms per round
 }
 
 type reapResult struct {
@@ -91,6 +92,11 @@ func runInits() (*initResults, error) {
 				return nil, err
 			}
 			times[""] = append(times[""], d)
+			d, err = again(func() (float64, error) { return timeRun([]string{cfg.mininit, "--", "/bin/true"}) })
+			if err != nil {
+				return nil, fmt.Errorf("mininit -- /bin/true: %w", err)
+			}
+			times["mininit"] = append(times["mininit"], d)
 			for _, p := range order {
 				d, err := again(func() (float64, error) { return timeRun(p.argv("/bin/true")) })
 				if err != nil {
@@ -100,10 +106,11 @@ func runInits() (*initResults, error) {
 			}
 		}
 		res.bare = append(res.bare, median(times[""]))
+		res.minGo = append(res.minGo, median(times["mininit"]))
 		for _, p := range order {
 			res.start[p.name] = append(res.start[p.name], median(times[p.name]))
 		}
-		progress("round %d  start to child exit (median of %d): /bin/true alone %.2f ms; %s", round+1, cfg.startRuns, median(times[""]), perProg(order, times, "%.2f ms"))
+		progress("round %d  start to child exit (median of %d): /bin/true alone %.2f ms; minimal Go init %.2f ms; %s", round+1, cfg.startRuns, median(times[""]), median(times["mininit"]), perProg(order, times, "%.2f ms"))
 
 		// Idle memory with a sleeping child.
 		for _, p := range order {

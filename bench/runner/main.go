@@ -1,5 +1,6 @@
 // Command runner is the driver of make bench: it measures the convex-shim
-// forwarder against a direct connection and the seed's socat sidecar, and
+// forwarder against a direct connection, the seed's socat sidecar, HAProxy
+// and nginx's stream module (also as connections grow to 9,000), and
 // the convex-shim init against tini, dumb-init and catatonit, and writes the
 // tables into docs/benchmarks.md.
 //
@@ -10,7 +11,7 @@
 //	runner -shim bin/convex-shim -load bin/bench/load -upstream bin/bench/upstream \
 //	       -out docs/benchmarks.md
 //
-// Every case is repeated -rounds times; within a round the three targets run
+// Every case is repeated -rounds times; within a round the paths run
 // one after another (the order rotated each round), so slow drift on the
 // machine hits all of them alike. Tables show the median of the rounds and
 // their min–max; ratios are taken within each round.
@@ -35,6 +36,7 @@ import (
 
 var cfg struct {
 	shim, load, upstream, out string
+	mininit                   string
 	rounds                    int
 	dur, warmup               time.Duration
 	loadProcs                 int
@@ -59,6 +61,7 @@ func main() {
 	flag.StringVar(&cfg.shim, "shim", "bin/convex-shim", "the convex-shim binary as shipped")
 	flag.StringVar(&cfg.load, "load", "bin/bench/load", "the bench/load binary")
 	flag.StringVar(&cfg.upstream, "upstream", "bin/bench/upstream", "the bench/upstream binary")
+	flag.StringVar(&cfg.mininit, "mininit", "bin/bench/mininit", "the bench/mininit binary (the start-time floor)")
 	flag.StringVar(&cfg.out, "out", "docs/benchmarks.md", "file to write the results into (\"\": stdout only)")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds of every case")
 	flag.DurationVar(&cfg.dur, "d", 3*time.Second, "measured time of each forwarder case")
@@ -66,7 +69,7 @@ func main() {
 	flag.IntVar(&cfg.loadProcs, "load-procs", 2, "GOMAXPROCS of the load generator")
 	flag.IntVar(&cfg.startRuns, "start-runs", 100, "runs of INIT -- /bin/true per init and round")
 	flag.IntVar(&cfg.sigRuns, "sig-runs", 20, "SIGTERM latency runs per init and round")
-	flag.StringVar(&cfg.only, "only", "forward,probes,init", "parts to run")
+	flag.StringVar(&cfg.only, "only", "forward,scale,probes,init", "parts to run")
 	flag.DurationVar(&cfg.quietWait, "quiet-wait", 60*time.Second, "before each case, wait at most this long for other work on the machine to calm down")
 	flag.StringVar(&cfg.extraInits, "extra-inits", "", "more inits to compare, NAME=PATH,... (candidate convex-shim builds)")
 	flag.StringVar(&cfg.command, "command", "make bench", "the command to quote in the output")
@@ -81,7 +84,7 @@ func run() error {
 	if err := checkPrivateNet(); err != nil {
 		return err
 	}
-	for _, p := range []*string{&cfg.shim, &cfg.load, &cfg.upstream} {
+	for _, p := range []*string{&cfg.shim, &cfg.load, &cfg.upstream, &cfg.mininit} {
 		abs, err := filepath.Abs(*p)
 		if err != nil {
 			return err
@@ -93,17 +96,24 @@ func run() error {
 
 	var (
 		fr  *fwdResults
+		sr  scaleResults
 		pr  probeResults
 		ir  *initResults
 		err error
 	)
-	if strings.Contains(cfg.only, "forward") || strings.Contains(cfg.only, "probes") {
+	if strings.Contains(cfg.only, "forward") || strings.Contains(cfg.only, "scale") || strings.Contains(cfg.only, "probes") {
 		up, err := startUpstream()
 		if err != nil {
 			return err
 		}
 		if strings.Contains(cfg.only, "forward") {
 			if fr, err = runForwarder(); err != nil {
+				up.stop()
+				return err
+			}
+		}
+		if strings.Contains(cfg.only, "scale") {
+			if sr, err = runScale(); err != nil {
 				up.stop()
 				return err
 			}
@@ -128,7 +138,7 @@ func run() error {
 			m.elapsed = time.Since(time.Unix(sec, nsec))
 		}
 	}
-	text := report(m, fr, pr, ir)
+	text := report(m, fr, sr, pr, ir)
 	fmt.Print(text)
 	if cfg.out == "" {
 		return nil

@@ -48,7 +48,7 @@ func machine() *machineInfo {
 	if out, err := exec.Command(cfg.shim, "--version").Output(); err == nil {
 		m.versions = append(m.versions, strings.TrimSpace(string(out)))
 	}
-	for _, pkg := range []string{"socat", "tini", "dumb-init", "catatonit"} {
+	for _, pkg := range []string{"socat", "haproxy", "nginx", "libnginx-mod-stream", "tini", "dumb-init", "catatonit"} {
 		if out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", pkg).Output(); err == nil {
 			m.versions = append(m.versions, pkg+" "+string(out))
 		}
@@ -229,7 +229,7 @@ func (v verdict) row() string {
 
 const mibF = 1 << 20
 
-func report(m *machineInfo, fr *fwdResults, pr probeResults, ir *initResults) string {
+func report(m *machineInfo, fr *fwdResults, sr scaleResults, pr probeResults, ir *initResults) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
@@ -262,6 +262,9 @@ func report(m *machineInfo, fr *fwdResults, pr probeResults, ir *initResults) st
 	if fr != nil {
 		verdicts = append(verdicts, forwarderVerdicts(fr)...)
 	}
+	if sr != nil {
+		verdicts = append(verdicts, scaleVerdicts(sr)...)
+	}
 	if pr != nil {
 		hc := pr["halfclose"][shimT]
 		verdicts = append(verdicts, verdict{target: "half-close, response 2 s later: arrives whole", measured: hc, pass: strings.HasPrefix(hc, "whole")})
@@ -279,11 +282,21 @@ func report(m *machineInfo, fr *fwdResults, pr probeResults, ir *initResults) st
 	if fr != nil {
 		forwarderTable(&b, fr)
 	}
+	if sr != nil {
+		scaleTable(&b, sr)
+	}
 	if pr != nil {
-		w("### Behaviour probes\n\n| probe | direct | socat | convex-shim |\n|---|---|---|---|\n")
+		w("### Behaviour probes\n\n| probe | %s |\n|---|", strings.Join(targets, " | "))
+		for range targets {
+			w("---|")
+		}
+		w("\n")
 		for _, p := range probes {
-			r := pr[p.key]
-			w("| %s | %s | %s | %s |\n", p.label, dash(r[direct]), dash(r[socat]), dash(r[shimT]))
+			w("| %s |", p.label)
+			for _, t := range targets {
+				w(" %s |", dash(pr[p.key][t]))
+			}
+			w("\n")
 		}
 		b.WriteString("\n")
 	}
@@ -307,13 +320,14 @@ func dash(s string) string {
 	return s
 }
 
-func rps(r caseResult) float64    { return r.load.RPS }
-func p50(r caseResult) float64    { return r.load.P50 }
-func p99(r caseResult) float64    { return r.load.P99 }
-func errs(r caseResult) float64   { return float64(r.load.Errors) }
-func gbps(r caseResult) float64   { return r.load.GBps }
-func cpuGB(r caseResult) float64  { return r.cpu / (float64(r.load.TotalBytes) / 1e9) }
-func cpu10k(r caseResult) float64 { return r.cpu / float64(r.load.TotalRequests) * 1e4 }
+func rps(r caseResult) float64       { return r.load.RPS }
+func p50(r caseResult) float64       { return r.load.P50 }
+func p99(r caseResult) float64       { return r.load.P99 }
+func errs(r caseResult) float64      { return float64(r.load.Errors) }
+func gbps(r caseResult) float64      { return r.load.GBps }
+func cpuGB(r caseResult) float64     { return r.cpu / (float64(r.load.TotalBytes) / 1e9) }
+func cpu10k(r caseResult) float64    { return r.cpu / float64(r.load.TotalRequests) * 1e4 }
+func cpuPerReq(r caseResult) float64 { return r.cpu / float64(r.load.TotalRequests) * 1e6 }
 
 func forwarderVerdicts(fr *fwdResults) []verdict {
 	d, s := func(k string, f func(caseResult) float64) []float64 { return fr.per(k, direct, f) },
@@ -341,7 +355,7 @@ func forwarderVerdicts(fr *fwdResults) []verdict {
 		}
 		return v
 	}
-	return []verdict{
+	return append([]verdict{
 		withWrk(check("new connections c=64: ≥ 0.6× direct", ratio(s("conn64", rps), d("conn64", rps)), 2, "×", ge(0.6)), "conn64"),
 		check("new connections c=64: p99 ≤ direct p99 + 2 ms", diff(s("conn64", p99), d("conn64", p99)), 2, " ms over direct", le(2)),
 		{target: "new connections and keep-alive: zero errors", measured: num(totalErr, 0) + " errors in all rounds", pass: totalErr == 0},
@@ -352,44 +366,157 @@ func forwarderVerdicts(fr *fwdResults) []verdict {
 		check("CPU per GB, 8 streams: ≤ ¼ of socat's", ratio(s("bulk8", cpuGB), so("bulk8", cpuGB)), 2, "× socat's", le(0.25)),
 		check("RSS idle ≤ 4 MiB", idle, 1, " MiB", le(4)),
 		check("RSS with 64 busy connections ≤ 8 MiB", busy, 1, " MiB", le(8)),
+	}, bestPeerVerdicts(fr)...)
+}
+
+// bestPeerVerdicts are issue 12's: convex-shim at least matches the best
+// peer, round by round, on every rate and latency, and spends no more CPU
+// per connection, request or GB.
+func bestPeerVerdicts(fr *fwdResults) []verdict {
+	var vs []verdict
+	add := func(label, key string, f func(caseResult) float64, higher bool, prec int, unit string) {
+		bp, who := best(func(t string) []float64 { return fr.per(key, t, f) }, higher)
+		s := fr.per(key, shimT, f)
+		if higher {
+			vs = append(vs, check(label+": ≥ best peer", ratio(s, bp), 2, "× "+who+unit, func(x float64) bool { return x >= 1 }))
+		} else {
+			vs = append(vs, check(label+": ≤ best peer", ratio(s, bp), 2, "× "+who+unit, func(x float64) bool { return x <= 1 }))
+		}
 	}
+	for _, r := range []struct {
+		label, key string
+		f          func(caseResult) float64
+		higher     bool
+		prec       int
+		unit       string
+	}{
+		{"new connections c=1 req/s", "conn1", rps, true, 0, ""},
+		{"new connections c=1 p50", "conn1", p50, false, 2, ""},
+		{"new connections c=1 p99", "conn1", p99, false, 2, ""},
+		{"new connections c=64 req/s", "conn64", rps, true, 0, ""},
+		{"new connections c=64 p50", "conn64", p50, false, 2, ""},
+		{"new connections c=64 p99", "conn64", p99, false, 2, ""},
+		{"keep-alive c=64 req/s", "ka64", rps, true, 0, ""},
+		{"bulk, 1 stream GB/s", "bulk1", gbps, true, 2, ""},
+		{"bulk, 8 streams GB/s", "bulk8", gbps, true, 2, ""},
+		{"CPU per connection (c=1)", "conn1", cpu10k, false, 2, "'s"},
+		{"CPU per connection (c=64)", "conn64", cpu10k, false, 2, "'s"},
+		{"CPU per keep-alive request", "ka64", cpuPerReq, false, 2, "'s"},
+		{"CPU per GB, 8 streams", "bulk8", cpuGB, false, 2, "'s"},
+	} {
+		add(r.label, r.key, r.f, r.higher, r.prec, r.unit)
+	}
+	return vs
+}
+
+// best is, round by round, the best peer's figure (the highest with
+// higher, else the lowest) and the peer that most often had it.
+func best(per func(target string) []float64, higher bool) ([]float64, string) {
+	var xs []float64
+	wins := map[string]int{}
+	for i := 0; ; i++ {
+		v, who := math.NaN(), ""
+		for _, p := range peers {
+			ys := per(p)
+			if i >= len(ys) || math.IsNaN(ys[i]) {
+				continue
+			}
+			if who == "" || (higher && ys[i] > v) || (!higher && ys[i] < v) {
+				v, who = ys[i], p
+			}
+		}
+		if who == "" {
+			break
+		}
+		xs = append(xs, v)
+		wins[who]++
+	}
+	name := ""
+	for _, p := range peers {
+		if name == "" || wins[p] > wins[name] {
+			name = p
+		}
+	}
+	return xs, name
+}
+
+// cmpCells are a row's last columns: convex-shim against direct and
+// against the best peer, each within a round; how is "ratio" or "diff"
+// (latencies, in ms).
+func cmpCells(s, d, bp []float64, prec int, how string) (vsDirect, vsBest string) {
+	switch how {
+	case "ratio":
+		vsDirect, vsBest = cell(ratio(s, d), 2)+"×", cell(ratio(s, bp), 2)+"×"
+	case "diff":
+		vsDirect, vsBest = signed(cell(diff(s, d), prec))+" ms", signed(cell(diff(s, bp), prec))+" ms"
+	}
+	if len(d) == 0 {
+		vsDirect = "—"
+	}
+	return dash(vsDirect), dash(vsBest)
+}
+
+// pathsHeader is the head of every table with a column per path: each
+// path, then convex-shim against direct and against the best peer.
+func pathsHeader(first string) string {
+	return "| " + first + " | direct | socat (seed) | HAProxy | nginx stream | convex-shim | convex-shim vs direct | best peer | convex-shim vs best peer |\n|---|---|---|---|---|---|---|---|---|\n"
+}
+
+// pathsRow writes one row: every path's cell (a peer's with its ratio to
+// direct where how is "ratio"), then the comparisons.
+func pathsRow(b *strings.Builder, label string, per func(target string) []float64, higher bool, prec int, how string) {
+	d := per(direct)
+	fmt.Fprintf(b, "| %s | %s |", label, cell(d, prec))
+	for _, t := range []string{socat, haproxyT, nginxT, shimT} {
+		c := cell(per(t), prec)
+		if how == "ratio" && len(d) > 0 && len(per(t)) > 0 && t != shimT {
+			c += " = " + num(median(ratio(per(t), d)), 2) + "×"
+		}
+		fmt.Fprintf(b, " %s |", c)
+	}
+	bp, who := best(per, higher)
+	vd, vb := cmpCells(per(shimT), d, bp, prec, how)
+	fmt.Fprintf(b, " %s | %s | %s |\n", vd, who, vb)
 }
 
 func forwarderTable(b *strings.Builder, fr *fwdResults) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	w("### Forwarder\n\n| case | direct | socat (seed) | convex-shim | socat vs direct | convex-shim vs direct |\n|---|---|---|---|---|---|\n")
-	row := func(label, key string, f func(caseResult) float64, prec int, how string) {
-		d, so, s := fr.per(key, direct, f), fr.per(key, socat, f), fr.per(key, shimT, f)
-		var rs, rh string
-		switch how {
-		case "ratio":
-			rs, rh = cell(ratio(so, d), 2)+"×", cell(ratio(s, d), 2)+"×"
-		case "diff":
-			rs, rh = signed(cell(diff(so, d), prec))+" ms", signed(cell(diff(s, d), prec))+" ms"
-		}
-		w("| %s | %s | %s | %s | %s | %s |\n", label, cell(d, prec), cell(so, prec), cell(s, prec), dash(rs), dash(rh))
+	w("### Forwarder\n\nA peer's cell ends with its ratio to direct (medians of the per-round ratios). The best peer is chosen round by round (the highest rate, the lowest latency, CPU or memory); the name is the one best in most rounds.\n\n")
+	w("%s", pathsHeader("case"))
+	row := func(label, key string, f func(caseResult) float64, higher bool, prec int, how string) {
+		pathsRow(b, label, func(t string) []float64 { return fr.per(key, t, f) }, higher, prec, how)
 	}
 	for _, c := range fcases {
 		switch c.mode {
 		case "bulk":
-			row(c.label+": GB/s", c.key, gbps, 2, "ratio")
+			row(c.label+": GB/s", c.key, gbps, true, 2, "ratio")
 		default:
-			row(c.label+": req/s", c.key, rps, 0, "ratio")
-			row(c.label+": p50 ms", c.key, p50, 2, "diff")
-			row(c.label+": p99 ms", c.key, p99, 2, "diff")
-			row(c.label+": errors", c.key, errs, 0, "")
+			row(c.label+": req/s", c.key, rps, true, 0, "ratio")
+			row(c.label+": p50 ms", c.key, p50, false, 2, "diff")
+			row(c.label+": p99 ms", c.key, p99, false, 2, "diff")
+			row(c.label+": errors", c.key, errs, false, 0, "")
 		}
 	}
-	cpuRow := func(label, key string, f func(caseResult) float64) {
-		so, s := fr.per(key, socat, f), fr.per(key, shimT, f)
-		w("| %s | — | %s | %s | | %s× socat's |\n", label, cell(so, 2), cell(s, 2), cell(ratio(s, so), 2))
+	cpuRow := func(label, key string, f func(caseResult) float64, prec int) {
+		pathsRow(b, label, func(t string) []float64 {
+			if t == direct {
+				return nil
+			}
+			return fr.per(key, t, f)
+		}, false, prec, "ratio")
 	}
-	cpuRow("forwarder CPU s per GB, 1 stream", "bulk1", cpuGB)
-	cpuRow("forwarder CPU s per GB, 8 streams", "bulk8", cpuGB)
-	cpuRow("forwarder CPU s per 10k connections (c=64)", "conn64", cpu10k)
-	cpuRow("forwarder CPU s per 10k connections (c=1)", "conn1", cpu10k)
+	cpuRow("forwarder CPU s per GB, 1 stream", "bulk1", cpuGB, 2)
+	cpuRow("forwarder CPU s per GB, 8 streams", "bulk8", cpuGB, 2)
+	cpuRow("forwarder CPU s per 10k connections (c=1)", "conn1", cpu10k, 2)
+	cpuRow("forwarder CPU s per 10k connections (c=64)", "conn64", cpu10k, 2)
+	cpuRow("forwarder CPU µs per request (keep-alive c=64)", "ka64", cpuPerReq, 1)
 	memRow := func(label string, f func(t string) []float64) {
-		w("| %s | — | %s | %s | | |\n", label, cell(f(socat), 1), cell(f(shimT), 1))
+		pathsRow(b, label, func(t string) []float64 {
+			if t == direct {
+				return nil
+			}
+			return f(t)
+		}, false, 1, "ratio")
 	}
 	fromMem := func(g func(memResult) int64) func(string) []float64 {
 		return func(t string) []float64 {
@@ -414,12 +541,10 @@ func forwarderTable(b *strings.Builder, fr *fwdResults) {
 	memRow("PSS MiB, 64 busy connections", fromKA(func(r caseResult) int64 { return r.busy.pss }))
 	for _, wc := range wrkCases {
 		m := fr.wrk[wc.key]
-		w("| %s: req/s with Debian's wrk -t2 (cross-check) | %s | %s | %s | %s× | %s× |\n",
-			wc.label, cell(m[direct], 0), cell(m[socat], 0), cell(m[shimT], 0),
-			cell(ratio(m[socat], m[direct]), 2), cell(ratio(m[shimT], m[direct]), 2))
+		pathsRow(b, wc.label+": req/s with Debian's wrk -t2 (cross-check)", func(t string) []float64 { return m[t] }, true, 0, "ratio")
 	}
-	w("\nsocat's CPU and memory are its whole tree: the listener, the children alive at the reading, and the CPU of children that exited (the listener's cutime and cstime). " +
-		"RSS counts pages shared between socat's forked children once per child; PSS divides them. convex-shim's figures are the shim process alone (its child is an idle `sleep`).\n")
+	w("\nsocat's and nginx's CPU and memory are their whole tree: socat's listener and the children alive at the reading, and the CPU of children that exited (the listener's cutime and cstime); nginx's master and its %d workers. "+
+		"RSS counts pages shared between processes once per process; PSS divides them. HAProxy is one process of %d threads. convex-shim's figures are the shim process alone (its child is an idle `sleep`).\n", runtime.NumCPU(), runtime.NumCPU())
 	var kinds []string
 	for _, c := range fcases {
 		for _, t := range targets {
@@ -494,6 +619,7 @@ func initVerdicts(ir *initResults) []verdict {
 	}
 	var vs []verdict
 	vs = append(vs, check("init: start to child within 2 ms of tini (the faster of tini, tini-static)", diff(ir.start["convex-shim"], tini), 2, " ms over tini", func(x float64) bool { return x <= 2 }))
+	vs = append(vs, check("init: start to child within 1 ms of a minimal Go init (bench/mininit: the same signals, fork /bin/true)", diff(ir.start["convex-shim"], ir.minGo), 2, " ms over it", func(x float64) bool { return x <= 1 }))
 	bi, err := describeBin(cfg.shim)
 	v := verdict{target: "static binary ≤ 2.5 MiB stripped"}
 	if err == nil {
@@ -532,7 +658,7 @@ func initTable(b *strings.Builder, ir *initResults) {
 		}
 		w("\n")
 	}
-	line(fmt.Sprintf("start to child exit, `INIT -- /bin/true`, ms (median of %d runs per round; /bin/true alone: %s)", cfg.startRuns, cell(ir.bare, 2)),
+	line(fmt.Sprintf("start to child exit, `INIT -- /bin/true`, ms (median of %d runs per round; /bin/true alone: %s; the minimal Go init `bench/mininit`: %s)", cfg.startRuns, cell(ir.bare, 2), cell(ir.minGo, 2)),
 		func(p initProg) string { return cell(ir.start[p.name], 2) })
 	line("idle RSS with a sleeping child, MiB", func(p initProg) string {
 		var xs []float64
