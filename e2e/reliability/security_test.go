@@ -130,8 +130,12 @@ ip link set veth0 up`, peer)
 				t.Errorf("default: %s from %s: %s, want %s", c.addr, c.where, got, c.want)
 			}
 		}
-		if log := r.Stderr.String(); !strings.Contains(log, "CONVEX_CLOUD_ORIGIN is http://192.0.2.1:8080") || !strings.Contains(log, "forwarding 127.0.0.1:80 -> 127.0.0.1:3210 (default)\x3b") {
-			t.Errorf("want the default forward only and a notice for the non-loopback origin:\n%s", log)
+		// http://0.0.0.0:8081 is this machine to Node (Linux connects 0.0.0.0 to
+		// 127.0.0.1), so it gets a forward, on loopback only: 192.0.2.1:8081 stays
+		// refused above. The non-loopback origin gets no listener, only a notice.
+		if log := r.Stderr.String(); !strings.Contains(log, "CONVEX_CLOUD_ORIGIN is http://192.0.2.1:8080") ||
+			!strings.Contains(log, "forwarding 127.0.0.1:80 -> 127.0.0.1:3210 (default), 127.0.0.1:8081 -> 127.0.0.1:3211 (CONVEX_SITE_ORIGIN)\x3b") {
+			t.Errorf("want the default forward, a loopback forward for 0.0.0.0:8081 and a notice for the non-loopback origin:\n%s", log)
 		}
 		stop(t, r)
 	})
