@@ -12,4 +12,5 @@ export BENCH_START
 mkdir -p bin/bench
 CGO_ENABLED=0 ${GO:-go} build -trimpath -o bin/bench/ ./bench/load ./bench/upstream ./bench/runner
 echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) (figures are only worth keeping near 0)" >&2
-exec unshare --net sh -c 'ip link set lo up && exec bin/bench/runner "$@"' runner "$@"
+unshare --net sh -c 'ip link set lo up && exec bin/bench/runner "$@"' runner "$@"
+bench/callbacks/bench.sh
