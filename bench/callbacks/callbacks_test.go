@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/convex-shim/convex-shim/bench/internal/benchenv"
 )
 
 // roleVar set: this test binary is the runner (re-executed in a private
@@ -112,28 +114,6 @@ func TestSmoke(t *testing.T) {
 	}
 }
 
-func TestWriteBetweenMarkers(t *testing.T) {
-	block := beginMarker + "\nnew\n" + endMarker + "\n"
-	for _, tc := range []struct{ name, old, want string }{
-		{"no file", "", block},
-		{"no markers", "# Benchmarks\n\nintro\n", "# Benchmarks\n\nintro\n\n" + block},
-		{"replaced, the rest kept", "head\n" + beginMarker + "\nold\n" + endMarker + "\ntail\n", "head\n" + block + "tail\n"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := filepath.Join(t.TempDir(), "benchmarks.md")
-			if tc.old != "" {
-				os.WriteFile(f, []byte(tc.old), 0o644)
-			}
-			if err := writeBetweenMarkers(f, "new\n"); err != nil {
-				t.Fatal(err)
-			}
-			if got, _ := os.ReadFile(f); string(got) != tc.want {
-				t.Errorf("got %q, want %q", got, tc.want)
-			}
-		})
-	}
-}
-
 // Ratios are taken within a round; a failed origin has none.
 func TestCollect(t *testing.T) {
 	ok := func(origin string, round int, rate, p50 float64) Run {
@@ -146,10 +126,10 @@ func TestCollect(t *testing.T) {
 		{Origin: "y", Client: clientOut{Error: "EAI_AGAIN"}},
 	}
 	s := collect(runs, "x", "sequential")
-	if got := median(s.rateX); got != 0.95 {
+	if got := benchenv.Median(s.rateX); got != 0.95 {
 		t.Errorf("rate ratio median %v, want 0.95 (per round 0.95, 1, 0.5)", got)
 	}
-	if got := median(s.paceX); got < 0.909 || got > 0.91 {
+	if got := benchenv.Median(s.paceX); got < 0.909 || got > 0.91 {
 		t.Errorf("pace ratio median %v, want 500/550", got)
 	}
 	if y := collect(runs, "y", "sequential"); len(y.rate) != 0 || y.failed != "EAI_AGAIN" {

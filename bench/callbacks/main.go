@@ -45,6 +45,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/convex-shim/convex-shim/bench/internal/benchenv"
 )
 
 //go:embed client.cjs
@@ -184,7 +186,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := checkPrivateNet(); err != nil {
+	if err := benchenv.CheckPrivateNet("run me through bench/callbacks/bench.sh"); err != nil {
 		return err
 	}
 	m := machine(c)
@@ -219,7 +221,7 @@ func run(args []string) error {
 			progress("  %s", brief(res))
 		}
 	}
-	m.loadEnd = loadavg()
+	m.loadEnd = benchenv.Loadavg()
 	if c.results != "" {
 		b, _ := json.MarshalIndent(runs, "", "  ")
 		if err := os.WriteFile(c.results, b, 0o644); err != nil {
@@ -231,7 +233,7 @@ func run(args []string) error {
 	if c.out == "" {
 		return nil
 	}
-	return writeBetweenMarkers(c.out, text)
+	return benchenv.WriteBetweenMarkers(c.out, beginMarker, endMarker, text)
 }
 
 func rotate[T any](xs []T, n int) []T {
@@ -327,9 +329,9 @@ func (r *runner) measure(o origin) (Run, error) {
 	case !o.expectFail && !res.Client.OK:
 		return res, fmt.Errorf("callbacks to %s failed: %s; stderr: %s", o.url, res.Client.Error, stderr.String())
 	case res.Backend != res.Client.Requests:
-		return res, fmt.Errorf("Node saw %d requests answered, the backend answered %d", res.Client.Requests, res.Backend)
+		return res, fmt.Errorf("the client saw %d requests answered, the backend answered %d", res.Client.Requests, res.Backend)
 	case ed != nil && res.Edge != res.Client.Requests:
-		return res, fmt.Errorf("Node saw %d requests answered, the edge carried %d", res.Client.Requests, res.Edge)
+		return res, fmt.Errorf("the client saw %d requests answered, the edge carried %d", res.Client.Requests, res.Edge)
 	}
 	return res, nil
 }
@@ -534,24 +536,6 @@ func waitFree(addr string) error {
 	return nil
 }
 
-// checkPrivateNet refuses a network namespace with anything but lo:
-// bench.sh makes a fresh one, so the ports bound here are nobody else's.
-func checkPrivateNet() error {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return err
-	}
-	for _, i := range ifs {
-		if i.Name != "lo" {
-			return fmt.Errorf("interface %s exists: run me through bench/callbacks/bench.sh, in a private network namespace", i.Name)
-		}
-		if i.Flags&net.FlagUp == 0 {
-			return fmt.Errorf("lo is down: ip link set lo up")
-		}
-	}
-	return nil
-}
-
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "callbacks: "+format+"\n", args...)
 }
@@ -563,25 +547,4 @@ func brief(r Run) string {
 	s := r.Client.Modes["sequential"]
 	c := r.Client.Modes["concurrent"]
 	return fmt.Sprintf("sequential %.0f/s p50 %.0f µs; 16 concurrent %.0f/s; %d requests", s.Rate, s.P50, c.Rate, r.Client.Requests)
-}
-
-// writeBetweenMarkers replaces what lies between the markers in file with
-// text, or appends the markers and text at the end.
-func writeBetweenMarkers(file, text string) error {
-	old, err := os.ReadFile(file)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	s := string(old)
-	block := beginMarker + "\n" + text + endMarker + "\n"
-	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
-	if i >= 0 && j > i {
-		s = s[:i] + block + strings.TrimPrefix(s[j+len(endMarker):], "\n")
-	} else {
-		if s != "" && !strings.HasSuffix(s, "\n\n") {
-			s += "\n"
-		}
-		s += block
-	}
-	return os.WriteFile(file, []byte(s), 0o644)
 }

@@ -2,15 +2,12 @@ package main
 
 import (
 	"fmt"
-	"math"
-	"os"
 	"os/exec"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/convex-shim/convex-shim/bench/internal/benchenv"
 )
 
 // targetRatio is issue 12's target: callbacks through the shim at least
@@ -29,42 +26,19 @@ type machineInfo struct {
 }
 
 func machine(c *config) *machineInfo {
-	m := &machineInfo{date: time.Now().UTC(), began: time.Now(), cores: runtime.NumCPU(), loadStart: loadavg(),
+	m := &machineInfo{date: time.Now().UTC(), began: time.Now(), cores: runtime.NumCPU(), loadStart: benchenv.Loadavg(),
+		cpu: benchenv.CPUModel(), kernel: benchenv.Kernel(),
 		rounds: c.rounds, n: c.client.N, cn: c.client.CN, st: c.client.Storage}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.cpu = strings.TrimSpace(v)
-				break
-			}
+	for _, v := range []struct{ name, bin string }{{"", c.shim}, {"Node ", c.node}} {
+		if out, err := exec.Command(v.bin, "--version").Output(); err == nil {
+			m.versions = append(m.versions, v.name+strings.TrimPrefix(strings.TrimSpace(string(out)), "v"))
 		}
-	}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		m.kernel = unix.ByteSliceToString(u.Release[:])
-	}
-	for _, v := range [][]string{{c.shim, "--version"}, {c.node, "--version"}} {
-		if out, err := exec.Command(v[0], v[1:]...).Output(); err == nil {
-			m.versions = append(m.versions, strings.TrimSpace(strings.TrimPrefix(string(out), "v")))
-		}
-	}
-	if len(m.versions) == 2 {
-		m.versions[1] = "Node " + m.versions[1]
 	}
 	if out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "socat").Output(); err == nil {
 		m.versions = append(m.versions, "socat "+string(out))
 	}
 	m.versions = append(m.versions, runtime.Version()+" (stand-in backend, edge)")
 	return m
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // modes are client.cjs's measurements, in table order.
@@ -109,33 +83,7 @@ func collect(runs []Run, originKey, modeKey string) series {
 	return s
 }
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// spread is "median (min–max)", or the median alone for one round.
-func spread(xs []float64, f func(float64) string) string {
-	if len(xs) == 1 {
-		return f(xs[0])
-	}
-	return fmt.Sprintf("%s (%s–%s)", f(median(xs)), f(slices.Min(xs)), f(slices.Max(xs)))
-}
-
-func count(v float64) string {
-	s := fmt.Sprintf("%.0f", v)
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}
+func count(v float64) string { return benchenv.Num(v, 0) }
 
 func ratio(v float64) string { return fmt.Sprintf("%.2f×", v) }
 
@@ -194,7 +142,7 @@ func report(c *config, m *machineInfo, runs []Run) string {
 					pass[k] = false
 					continue
 				}
-				v := median(xs)
+				v := benchenv.Median(xs)
 				if _, ok := pass[k]; ok {
 					if v < targetRatio {
 						pass[k] = false
@@ -232,9 +180,9 @@ func report(c *config, m *machineInfo, runs []Run) string {
 			}
 			rx, px := "1.00×", "1.00×"
 			if o.key != "direct" {
-				rx, px = spread(s.rateX, ratio), spread(s.paceX, ratio)
+				rx, px = benchenv.Cell(s.rateX, ratio), benchenv.Cell(s.paceX, ratio)
 			}
-			p("| %s | %s | %s | %s µs | %s | %s µs |\n", o.key, spread(s.rate, count), rx, spread(s.p50, count), px, spread(s.p99, count))
+			p("| %s | %s | %s | %s µs | %s | %s µs |\n", o.key, benchenv.Cell(s.rate, count), rx, benchenv.Cell(s.p50, count), px, benchenv.Cell(s.p99, count))
 		}
 		p("\n")
 	}
