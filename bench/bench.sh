@@ -3,6 +3,8 @@
 # Builds the bench programs, then runs bench/runner in a private network
 # namespace (lo only), which writes docs/benchmarks.md. Extra arguments go
 # to the runner (bench/bench.sh -rounds 1 -d 1s -out '' for a quick look).
+# Then bench/callbacks/bench.sh, the Node callback benchmark, writes its own
+# section (bench/callbacks/bench.sh -quick -out '' alone for a quick look).
 set -eu
 cd "$(dirname "$0")/.."
 : "${BENCH_START:=$(date +%s.%N)}"
