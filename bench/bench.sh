@@ -3,6 +3,8 @@
 # Builds the bench programs, then runs bench/runner in a private network
 # namespace (lo only), which writes docs/benchmarks.md. Extra arguments go
 # to the runner (bench/bench.sh -rounds 1 -d 1s -out '' for a quick look).
+# Then bench/callbacks/bench.sh, the Node callback benchmark, writes its own
+# section (bench/callbacks/bench.sh -quick -out '' alone for a quick look).
 set -eu
 cd "$(dirname "$0")/.."
 : "${BENCH_START:=$(date +%s.%N)}"
@@ -14,4 +16,5 @@ CGO_ENABLED=0 ${GO:-go} build -trimpath -o bin/bench/ ./bench/load ./bench/upstr
 # The start-time floor is built as make build builds the shim: static, stripped.
 CGO_ENABLED=0 ${GO:-go} build -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o bin/bench/ ./bench/mininit
 echo "bench: load average $(cut -d' ' -f1-3 /proc/loadavg) (figures are only worth keeping near 0)" >&2
-exec unshare --net sh -c 'ip link set lo up && exec bin/bench/runner "$@"' runner "$@"
+unshare --net sh -c 'ip link set lo up && exec bin/bench/runner "$@"' runner "$@"
+bench/callbacks/bench.sh
