@@ -25,13 +25,14 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/convex-shim/convex-shim/bench/internal/benchenv"
 )
 
 var cfg struct {
@@ -81,7 +82,7 @@ func main() {
 }
 
 func run() error {
-	if err := checkPrivateNet(); err != nil {
+	if err := benchenv.CheckPrivateNet("run me through bench/bench.sh"); err != nil {
 		return err
 	}
 	for _, p := range []*string{&cfg.shim, &cfg.load, &cfg.upstream, &cfg.mininit} {
@@ -143,25 +144,7 @@ func run() error {
 	if cfg.out == "" {
 		return nil
 	}
-	return writeBetweenMarkers(cfg.out, text)
-}
-
-// checkPrivateNet refuses to load a network namespace that has anything
-// but lo: bench/bench.sh makes a fresh one.
-func checkPrivateNet() error {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return err
-	}
-	for _, i := range ifs {
-		if i.Name != "lo" {
-			return fmt.Errorf("interface %s exists: run me through bench/bench.sh, in a private network namespace", i.Name)
-		}
-		if i.Flags&net.FlagUp == 0 {
-			return fmt.Errorf("lo is down: ip link set lo up")
-		}
-	}
-	return nil
+	return benchenv.WriteBetweenMarkers(cfg.out, beginMarker, endMarker, text)
 }
 
 type proc struct{ cmd *exec.Cmd }
@@ -213,27 +196,3 @@ const (
 	beginMarker = "<!-- bench:begin -->"
 	endMarker   = "<!-- bench:end -->"
 )
-
-// writeBetweenMarkers puts text between the markers in file, keeping the
-// rest; a file without them gets them appended.
-func writeBetweenMarkers(file, text string) error {
-	old, err := os.ReadFile(file)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	s := string(old)
-	block := beginMarker + "\n" + text + endMarker + "\n"
-	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
-	if i >= 0 && j > i {
-		s = s[:i] + block + strings.TrimPrefix(s[j+len(endMarker):], "\n")
-	} else {
-		if s != "" && !strings.HasSuffix(s, "\n\n") {
-			s += "\n"
-		}
-		s += block
-	}
-	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(file, []byte(s), 0o644)
-}

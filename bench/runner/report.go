@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/convex-shim/convex-shim/bench/internal/benchenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -105,70 +106,20 @@ func waitQuiet() {
 	}
 }
 
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 func (m *machineInfo) String() string {
 	return fmt.Sprintf("%d cores (%s), Linux %s, %s RAM, load average %s, CPU %.0f%% busy in the 2 s before", m.cores, m.cpu, m.kernel, m.mem, m.loadStart, 100*m.busyBefore)
 }
 
-// Statistics over rounds.
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
+// Statistics over rounds: benchenv's, shared with bench/callbacks.
+var (
+	median  = benchenv.Median
+	num     = benchenv.Num
+	loadavg = benchenv.Loadavg
+)
 
 // cell formats the median and the min–max of xs with prec decimals.
 func cell(xs []float64, prec int) string {
-	if len(xs) == 0 {
-		return "—"
-	}
-	f := func(x float64) string { return num(x, prec) }
-	lo, hi := slices.Min(xs), slices.Max(xs)
-	if f(lo) == f(hi) {
-		return f(median(xs))
-	}
-	return fmt.Sprintf("%s (%s–%s)", f(median(xs)), f(lo), f(hi))
-}
-
-// num formats x with prec decimals and thousands separators.
-func num(x float64, prec int) string {
-	if math.IsNaN(x) {
-		return "—"
-	}
-	s := fmt.Sprintf("%.*f", prec, x)
-	intPart, frac, _ := strings.Cut(s, ".")
-	neg := strings.HasPrefix(intPart, "-")
-	intPart = strings.TrimPrefix(intPart, "-")
-	var b strings.Builder
-	for i, r := range intPart {
-		if i > 0 && (len(intPart)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	out := b.String()
-	if neg {
-		out = "-" + out
-	}
-	if frac != "" {
-		out += "." + frac
-	}
-	return out
+	return benchenv.Cell(xs, func(x float64) string { return num(x, prec) })
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
