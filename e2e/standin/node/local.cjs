@@ -1,6 +1,6 @@
 "use strict";
 // Stand-in for the Convex Node executor's local server (`node local.cjs --ipc-path <sock>`),
-// started by the stand-in backend in the backend's own process group (convex-facts.md §5).
+// started by the stand-in backend in the backend's own process group (docs/convex-facts.md §5).
 //
 // It serves POST /execute on a Unix socket (the real backend talks to its Node server over a
 // Unix socket, not TCP, §3). Each request is one "Node action" that makes the callbacks listed
