@@ -79,16 +79,41 @@ func (p *pipe) close() {
 	unix.Close(p.w)
 }
 
-// pair is one forwarded connection's copying state: both directions and
-// the wait for the second one, in one allocation.
+// pair is one forwarded connection's copying state: both directions, their
+// errors and the count of directions still copying, in one allocation.
 type pair struct {
-	up, down stream // client to upstream, upstream to client
-	wg       sync.WaitGroup
-	downErr  error
+	p                *Proxy
+	client, upstream net.Conn
+	up, down         stream // client to upstream, upstream to client
+	upErr, downErr   error
+	running          atomic.Int32
+}
+
+// start copies client to upstream (with state up) and upstream to client
+// (with down) in two new goroutines; the second to end calls p.finish.
+// up and down are nil for connections other than two *net.TCPConn.
+func (c *pair) start(up, down *stream) {
+	c.running.Store(2)
+	go func() {
+		c.upErr = proxyCopy(up, c.upstream, c.client)
+		c.end()
+	}()
+	go func() {
+		c.downErr = proxyCopy(down, c.client, c.upstream)
+		c.end()
+	}()
+}
+
+// end is each direction's last step: the second to arrive sees both
+// errors (the atomic orders the first one's write before it) and finishes.
+func (c *pair) end() {
+	if c.running.Add(-1) == 0 {
+		c.p.finish(c.client, c.upstream, c.upErr, c.downErr)
+	}
 }
 
 func newPair(client, upstream *net.TCPConn) (*pair, error) {
-	c := new(pair)
+	c := &pair{client: client, upstream: upstream}
 	cr, err := client.SyscallConn()
 	if err != nil {
 		return nil, err
