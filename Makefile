@@ -17,7 +17,7 @@ help:
 	@echo "make image   Dockerfile.backend on BASE_IMAGE, with bin/convex-shim"
 	@echo "make release static binaries for linux/amd64 and linux/arm64 and SHA256SUMS in dist/"
 	@echo "make deps    install what the tests need (Debian, as root)"
-	@echo "make bench   benchmarks vs direct, socat, tini & co into docs/benchmarks.md (root, ~6 min)"
+	@echo "make bench   benchmarks vs direct, socat, HAProxy, nginx, tini & co, and Node callbacks, into docs/benchmarks.md (root, ~18 min)"
 	@echo "make bench-deps  install what the benchmarks need (Debian, as root)"
 	@echo "make demo    the seed's failure, the fix, a public origin (#386) and a graceful stop, on a stand-in backend"
 	@echo "make soak    e2e/reliability at full size: 1,000,000 connections, 10,000 held, storms (root, ~11 min)"
