@@ -114,8 +114,8 @@ func main() {
 	if *conc < 1 {
 		fatal(errors.New("-c must be at least 1"))
 	}
-	var err error
-	if target, err = netip.ParseAddrPort(*addr); err != nil {
+	// An IP:port, checked once, so that no resolver runs per connection.
+	if _, err := netip.ParseAddrPort(*addr); err != nil {
 		fatal(fmt.Errorf("-addr: want IP:port: %w", err))
 	}
 	var run func(*worker, net.Conn, time.Time, time.Time)
@@ -218,10 +218,7 @@ func connWorker(w *worker, _ net.Conn, warmEnd, end time.Time) {
 	}
 }
 
-// target is -addr, checked once to be an IP:port (so no resolver runs).
-var target netip.AddrPort
-
-// dial connects to target without TCP keep-alive (Go's default would cost
+// dial connects to -addr without TCP keep-alive (Go's default would cost
 // four setsockopt calls per connection, and loopback needs no probes).
 //
 // The address goes to DialContext as a string: Dialer.DialTCP binds the
