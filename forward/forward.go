@@ -102,10 +102,9 @@ func (p *Proxy) Start() error {
 	if err != nil {
 		return fmt.Errorf("forward: listen %s: %w%s", p.Listen, err, listenHint(err))
 	}
-	if !p.adopt(ln) {
+	if !p.adopt(ln, true) {
 		return fmt.Errorf("forward: listen %s: %w", p.Listen, net.ErrClosed)
 	}
-	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		p.serve(ln)
@@ -130,14 +129,18 @@ func listenHint(err error) string {
 // Serve accepts connections on ln and forwards them until ln is closed or
 // Close is called. It takes ownership of ln. It returns nil after Close.
 func (p *Proxy) Serve(ln net.Listener) error {
-	if !p.adopt(ln) {
+	if !p.adopt(ln, false) {
 		return nil
 	}
 	return p.serve(ln)
 }
 
 // adopt makes ln the proxy's listener, or closes it if the proxy is closed.
-func (p *Proxy) adopt(ln net.Listener) bool {
+//
+// With counted, it also counts the serving goroutine the caller starts in
+// p.wg, under the lock Close takes: counted after the lock is released, a
+// Close in between would Wait on a zero count and return while it serves.
+func (p *Proxy) adopt(ln net.Listener, counted bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -146,6 +149,9 @@ func (p *Proxy) adopt(ln net.Listener) bool {
 	}
 	p.ln = ln
 	p.initLocked()
+	if counted {
+		p.wg.Add(1)
+	}
 	return true
 }
 
@@ -337,54 +343,53 @@ func forwardBoth(p *Proxy, client, upstream net.Conn) {
 // dial connects to the target, retrying connect-phase failures with backoff
 // until DialRetry has passed or the proxy is closed.
 //
-// The first try, the one that succeeds whenever the backend is up, runs on
-// p.ctx alone, so that Close still cancels it: a context with a deadline
-// would cost a timer and two socket deadline updates on every connection.
-// The target goes to DialContext as a string, whose address has no bind(2):
-// Dialer.DialTCP turns the zero local address into one.
+// Every try, the first included, runs under the DialRetry deadline: an
+// upstream that does not answer at all (a hung backend whose accept queue is
+// full drops the SYNs) would otherwise hold the client for the kernel's SYN
+// retries, about two minutes, before the window even began. The target goes
+// to DialContext as a string, whose address has no bind(2): Dialer.DialTCP
+// turns the zero local address into one.
 func (p *Proxy) dial() (net.Conn, error) {
-	d := net.Dialer{KeepAlive: -1}
-	c, err := d.DialContext(p.ctx, "tcp", p.Target)
-	if err == nil {
-		return c, nil
-	}
 	retry := p.DialRetry
 	if retry == 0 {
 		retry = DefaultDialRetry
-	}
-	if p.ctx.Err() != nil {
-		return nil, fmt.Errorf("dial %s: %w", p.Target, err)
 	}
 	ctx, cancel := p.ctx, context.CancelFunc(func() {})
 	if retry > 0 {
 		ctx, cancel = context.WithTimeout(p.ctx, retry)
 	}
 	defer cancel()
+	// giveUp says why the last error is final: the deadline or Close.
+	giveUp := func(err error) error {
+		if p.ctx.Err() != nil {
+			return fmt.Errorf("dial %s: %w (proxy closed)", p.Target, err)
+		}
+		return fmt.Errorf("dial %s: %w (gave up after %v)", p.Target, err, retry)
+	}
+	d := net.Dialer{KeepAlive: -1}
 	backoff := 10 * time.Millisecond
 	for {
+		c, err := d.DialContext(ctx, "tcp", p.Target)
+		if err == nil {
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, giveUp(err)
+		}
 		logf(p.Debug, "forward: dial %s: %v; retrying in %v", p.Target, err, backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			if p.ctx.Err() != nil {
-				return nil, fmt.Errorf("dial %s: %w (proxy closed)", p.Target, err)
-			}
-			return nil, fmt.Errorf("dial %s: %w (gave up after %v)", p.Target, err, retry)
+			return nil, giveUp(err)
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
-		if c, err = d.DialContext(ctx, "tcp", p.Target); err == nil {
-			return c, nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("dial %s: %w", p.Target, err)
-		}
 	}
 }
 
 // proxyCopy copies src to dst until src reports end of stream, then shuts
 // down dst's write half so the peer sees the same end of stream while the
 // other direction keeps flowing. It is a named function so that it stands out
-// in goroutine dumps. Between two *net.TCPConn (s not nil), copyStream
+// in goroutine dumps. Between two *net.TCPConn (s not nil), stream.copy
 // splices bulk in the kernel and holds nothing while the connection is idle.
 func proxyCopy(s *stream, dst, src net.Conn) error {
 	var err error

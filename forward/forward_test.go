@@ -454,3 +454,61 @@ func TestSocketOptions(t *testing.T) {
 		}
 	}
 }
+
+// An upstream that never answers (a hung backend with a full accept queue
+// drops every SYN) holds a client for DialRetry, not for the kernel's two
+// minutes of SYN retries: the first dial is under the deadline too.
+func TestUnansweredUpstreamBoundedByDialRetry(t *testing.T) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil { // never accepted from
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the accept queue; once full, the kernel drops further SYNs.
+	for i := 0; i < 2; i++ {
+		c, err := net.DialTimeout("tcp", target, 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		defer c.Close()
+	}
+	p := startProxy(t, target, 300*time.Millisecond)
+	c, err := net.Dial("tcp", p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("client still held 10s after a 300ms DialRetry: the unanswered dial is not bounded")
+	}
+	if err == nil {
+		t.Fatal("read a byte from an upstream that never answered")
+	}
+}
+
+// Start and Close at once: Close waits for the serving goroutine whatever
+// the interleaving (run with -race: a WaitGroup Add racing its Wait shows).
+func TestStartRacesClose(t *testing.T) {
+	for i := 0; i < 100; i++ {
+		p := &Proxy{Listen: "127.0.0.1:0", Target: "127.0.0.1:1"}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); p.Start() }()
+		go func() { defer wg.Done(); p.Close() }()
+		wg.Wait()
+		p.Close()
+	}
+}
