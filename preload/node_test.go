@@ -180,7 +180,7 @@ func TestNodeFetchRouting(t *testing.T) {
 	}{
 		{
 			name: "string URL and Request inputs", jsCase: "inputs", cloud: public,
-			backend: []string{"GET /api/echo?a=1&b=%20", "POST /api/actions/query", "POST /api/storage/upload?token=t1", "DELETE /api/override", "GET /"},
+			backend: []string{"GET /api/echo?a=1&b=%20", "POST /api/actions/query", "POST /api/storage/upload?token=t1", "POST /api/keepalive", "DELETE /api/override", "GET /"},
 		},
 		{
 			name: "GET POST PUT with 1 MiB bodies up and down", jsCase: "bodies", cloud: public,

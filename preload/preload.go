@@ -43,21 +43,50 @@ var marker = optionPrefix + base64.StdEncoding.EncodeToString([]byte(source[:48]
 
 // Derive returns the routes for the cloud origin (to apiBase) and the site
 // origin (to siteBase), in that order; an empty origin gives none. A site
-// origin that lies under the cloud origin (the Fly guide's cloud + "/http")
+// origin that is exactly the cloud origin plus "/http" (the Fly guide's)
 // gets no route of its own: the cloud route sends it to /http/... on the
 // API port, which is where the site port's proxy sends it too
-// (crates/local_backend/src/config.rs l.182-184, 94a42c3). Should the
-// comparison here miss a spelling, the preload's longest prefix picks the
-// site route, which reaches the same handler through the site port.
+// (crates/local_backend/src/config.rs l.182-184, 94a42c3). Any other site
+// origin, under the cloud origin or not, keeps its route to the site port:
+// a proxy that sends /site/* there strips the prefix, which the cloud route
+// would not. Should the comparison here miss a spelling of cloud + "/http",
+// the preload's longest prefix picks the site route, which reaches the same
+// handler through the site port. User info is left out of the routes: the
+// preload matches on scheme, host and path, and NODE_OPTIONS, which every
+// Node child inherits, need not carry a password.
 func Derive(cloud, site, apiBase, siteBase string) []Route {
 	var routes []Route
 	if cloud != "" {
-		routes = append(routes, Route{"CONVEX_CLOUD_ORIGIN", cloud, apiBase})
+		routes = append(routes, Route{"CONVEX_CLOUD_ORIGIN", withoutUserinfo(cloud), apiBase})
 	}
-	if site != "" && !(cloud != "" && under(site, cloud)) {
-		routes = append(routes, Route{"CONVEX_SITE_ORIGIN", site, siteBase})
+	if site != "" && !(cloud != "" && isCloudHTTP(site, cloud)) {
+		routes = append(routes, Route{"CONVEX_SITE_ORIGIN", withoutUserinfo(site), siteBase})
 	}
 	return routes
+}
+
+// isCloudHTTP reports whether site is cloud + "/http", with or without a
+// trailing slash, compared as under compares.
+func isCloudHTTP(site, cloud string) bool {
+	c := strings.TrimSuffix(strings.TrimSpace(cloud), "/") + "/http"
+	s := strings.TrimSuffix(strings.TrimSpace(site), "/")
+	return len(s) == len(c) && under(s, c)
+}
+
+// withoutUserinfo drops "user:password@" from an origin's authority.
+func withoutUserinfo(origin string) string {
+	scheme, rest, ok := strings.Cut(origin, "//")
+	if !ok {
+		return origin
+	}
+	end := len(rest)
+	if i := strings.IndexAny(rest, "/?#\\"); i >= 0 {
+		end = i
+	}
+	if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
+		return scheme + "//" + rest[at+1:]
+	}
+	return origin
 }
 
 // under reports whether URL u lies under prefix p on a path segment
@@ -122,17 +151,22 @@ func NodeOptions(user string, routes []Route) string {
 }
 
 // SetEnv returns env with NODE_OPTIONS set to NodeOptions of its current
-// value. It changes the first NODE_OPTIONS entry, the one getenv(3) and
-// Node find, and leaves any later duplicate alone.
+// value. Every NODE_OPTIONS entry gets the preload: with duplicates, getenv(3)
+// (and so a Node started directly) reads the first, but bash, which
+// run_backend.sh is, keeps the last.
 func SetEnv(env []string, routes []Route) []string {
 	out := append([]string(nil), env...)
+	found := false
 	for i, kv := range out {
 		if v, ok := strings.CutPrefix(kv, "NODE_OPTIONS="); ok {
 			out[i] = "NODE_OPTIONS=" + NodeOptions(v, routes)
-			return out
+			found = true
 		}
 	}
-	return append(out, "NODE_OPTIONS="+NodeOptions("", routes))
+	if !found {
+		out = append(out, "NODE_OPTIONS="+NodeOptions("", routes))
+	}
+	return out
 }
 
 // jsString quotes s as a JavaScript string literal, escaping everything

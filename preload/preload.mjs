@@ -99,7 +99,9 @@ function rebuild(Request, req, url) {
     credentials: req.credentials,
     cache: req.cache,
     integrity: req.integrity,
-    keepalive: req.keepalive,
+    // keepalive caps a body at 64 KiB and refuses a stream one, which the
+    // body passed on below is: keep it only for a request without a body.
+    keepalive: req.keepalive && req.body === null,
   };
   if (req.mode !== "navigate") init.mode = req.mode;
   if (req.body !== null) {
@@ -135,7 +137,7 @@ function install(specs) {
         url = target(routes, input);
       } else if (input instanceof URLClass) {
         url = target(routes, input.href);
-      } else if (input instanceof Request && !input.bodyUsed && !(input.keepalive && input.body !== null)) {
+      } else if (input instanceof Request && !input.bodyUsed) {
         const to = target(routes, input.url);
         if (to !== undefined) url = rebuild(Request, input, to);
       }

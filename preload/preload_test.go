@@ -27,8 +27,16 @@ func TestDerive(t *testing.T) {
 			[]Route{cloudRoute("https://app.fly.dev/")}},
 		{"case of scheme and host differs", "HTTPS://App.Fly.Dev", "https://app.fly.dev/http",
 			[]Route{cloudRoute("HTTPS://App.Fly.Dev")}},
+		// Both kept; the preload's tie goes to the cloud route, listed first.
 		{"same origin for both", "https://app.fly.dev", "https://app.fly.dev",
-			[]Route{cloudRoute("https://app.fly.dev")}},
+			[]Route{cloudRoute("https://app.fly.dev"), siteRoute("https://app.fly.dev")}},
+		// A proxy sending /site/* to the site port strips the prefix; the cloud route would not.
+		{"site under cloud, not /http", "https://api.example.com", "https://api.example.com/site",
+			[]Route{cloudRoute("https://api.example.com"), siteRoute("https://api.example.com/site")}},
+		{"site below cloud + /http", "https://app.fly.dev", "https://app.fly.dev/http/sub",
+			[]Route{cloudRoute("https://app.fly.dev"), siteRoute("https://app.fly.dev/http/sub")}},
+		{"user info left out", "https://user:pw@api.example.com/", "https://u@site.example.com",
+			[]Route{cloudRoute("https://api.example.com/"), siteRoute("https://site.example.com")}},
 		{"cloud with a path, site under it", "https://example.com/convex", "https://example.com/convex/http",
 			[]Route{cloudRoute("https://example.com/convex")}},
 		{"site path not on a segment boundary", "https://example.com/convex", "https://example.com/convexhttp",
@@ -128,8 +136,8 @@ func TestSetEnv(t *testing.T) {
 		env, want []string
 	}{
 		{"added", []string{"PATH=/bin"}, []string{"PATH=/bin", "NODE_OPTIONS=" + opt}},
-		{"the first of duplicates, as getenv finds it", []string{"NODE_OPTIONS=--a", "PATH=/bin", "NODE_OPTIONS=--b"},
-			[]string{"NODE_OPTIONS=--a " + opt, "PATH=/bin", "NODE_OPTIONS=--b"}},
+		{"every duplicate: getenv reads the first, bash keeps the last", []string{"NODE_OPTIONS=--a", "PATH=/bin", "NODE_OPTIONS=--b"},
+			[]string{"NODE_OPTIONS=--a " + opt, "PATH=/bin", "NODE_OPTIONS=--b " + opt}},
 		{"empty value", []string{"NODE_OPTIONS="}, []string{"NODE_OPTIONS=" + opt}},
 	}
 	for _, tc := range tests {

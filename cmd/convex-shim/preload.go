@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/convex-shim/convex-shim/internal/whatwgurl"
 	"github.com/convex-shim/convex-shim/preload"
 )
 
@@ -21,9 +22,16 @@ func setNodeRoutes(c *config, getenv func(string) string) {
 	}
 	value := map[int]string{}
 	for _, o := range origins {
-		if v := getenv(o.env); v != "" && !servedByBackend(v, o.port) {
-			value[o.port] = v
+		v := getenv(o.env)
+		if v == "" || servedByBackend(v, o.port) {
+			continue
 		}
+		// What Node cannot parse as an http(s) URL, no callback is built
+		// from; the preload would drop it, so no route is claimed for it.
+		if _, err := whatwgurl.Parse(v); err != nil {
+			continue
+		}
+		value[o.port] = v
 	}
 	c.nodeRoutes = preload.Derive(value[apiPort], value[sitePort], backendBase(apiPort), backendBase(sitePort))
 	for _, o := range origins {
@@ -33,10 +41,15 @@ func setNodeRoutes(c *config, getenv func(string) string) {
 		}
 		// The notice is routeOrigin's (origin.go); its wording is the key.
 		out := o.env + " is " + redactOrigin(v) + ": "
+		https := o.env + "=" + redactOrigin(v) + " is https on a loopback address"
 		for i, n := range c.notices {
-			if strings.HasPrefix(n.text, out) && strings.Contains(n.text, "out of the container") {
+			switch {
+			case strings.HasPrefix(n.text, out) && strings.Contains(n.text, "out of the container"):
 				c.notices[i] = notice{text: out + "Node's fetch calls to it stay in the container (fetch preload); " +
 					"node:https, axios and other HTTP clients in user code, and the backend's own calls to it (OIDC discovery for Convex Auth), still go out to that address"}
+			case strings.HasPrefix(n.text, https):
+				c.notices[i] = notice{text: https + ": the backend speaks plain HTTP, so only Node's fetch calls to it work (the fetch preload sends them to " +
+					backendBase(o.port) + "); other clients' calls fail; use http://127.0.0.1"}
 			}
 		}
 	}

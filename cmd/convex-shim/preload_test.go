@@ -38,8 +38,12 @@ func TestNodeRoutes(t *testing.T) {
 			[]preload.Route{cloud("https://api.example.com")}, "Node callbacks to https://api.example.com -> 127.0.0.1:3210"},
 		{"loopback origin: fetch goes straight to 3210", nil, env("CONVEX_CLOUD_ORIGIN", "http://127.0.0.1:8080"),
 			[]preload.Route{cloud("http://127.0.0.1:8080")}, "Node callbacks to http://127.0.0.1:8080 -> 127.0.0.1:3210"},
+		// Neither shown nor carried into NODE_OPTIONS, which every Node child inherits.
 		{"user info never shown", nil, env("CONVEX_CLOUD_ORIGIN", "https://u:S3CR3T@api.example.com"),
-			[]preload.Route{cloud("https://u:S3CR3T@api.example.com")}, "Node callbacks to https://xxxxx@api.example.com -> 127.0.0.1:3210"},
+			[]preload.Route{cloud("https://api.example.com")}, "Node callbacks to https://api.example.com -> 127.0.0.1:3210"},
+		// Node builds no callback from what its URL parser rejects: no route claimed.
+		{"not a URL", nil, env("CONVEX_CLOUD_ORIGIN", "app.fly.dev"), nil, ""},
+		{"not http(s)", nil, env("CONVEX_CLOUD_ORIGIN", "ftp://api.example.com"), nil, ""},
 		{"turned off by flag", []string{"--node-preload=false"}, env("CONVEX_CLOUD_ORIGIN", "https://api.example.com"), nil, ""},
 		{"turned off by env twin", nil, env("CONVEX_SHIM_NODE_PRELOAD", "0", "CONVEX_CLOUD_ORIGIN", "https://api.example.com"), nil, ""},
 		{"flag beats env twin", []string{"--node-preload"}, env("CONVEX_SHIM_NODE_PRELOAD", "0", "CONVEX_CLOUD_ORIGIN", "https://api.example.com"),

@@ -62,6 +62,9 @@ const cases = {
     assert.equal(e.length, body.length);
     e = await json(await fetch(new Request(`${T.cloud}/api/storage/upload?token=t1`, { method: "POST", headers: { "x-test": "request" }, body: "hello" })));
     assert.deepEqual(e, { method: "POST", path: "/api/storage/upload", query: "token=t1", xtest: "request", length: 5, sha: sha(Buffer.from("hello")) });
+    // A keepalive Request with a body is routed too (its body goes on as a stream).
+    e = await json(await fetch(new Request(`${T.cloud}/api/keepalive`, { method: "POST", headers: { "x-test": "keepalive" }, body: "hello", keepalive: true })));
+    assert.deepEqual(e, { method: "POST", path: "/api/keepalive", query: "", xtest: "keepalive", length: 5, sha: sha(Buffer.from("hello")) });
     // A Request and an init: the init's fields win, as without the preload.
     e = await json(await fetch(new Request(`${T.cloud}/api/override`, { headers: { "x-test": "a" } }), { method: "DELETE", headers: { "x-test": "b" } }));
     assert.equal(e.method, "DELETE");
