@@ -21,7 +21,7 @@ import (
 // claim restated: the binary built from ../cmd/convex-shim runs `--check` with the
 // example's environment and nothing else. No backend runs here, so every probe fails and
 // --check exits 1; the routing table it prints is what a start with that environment sets
-// up (the same parse and setNodeRoutes, cmd/convex-shim/main.go). That the preload then
+// up (the same parse, cmd/convex-shim/config.go). That the preload then
 // carries the calls is shown by cmd/convex-shim's TestNodeRoutes and TestPID1NodePreload and
 // preload's TestNodeFetchRouting, and in Docker, with a name the container cannot resolve,
 // by TestKubernetesStockImageMechanics.

@@ -34,7 +34,7 @@ type config struct {
 	program      []string // program and its arguments
 
 	nodePreload bool            // give Node the fetch preload (preload.go)
-	nodeRoutes  []preload.Route // what it routes; set by setNodeRoutes
+	nodeRoutes  []preload.Route // what it routes, from the origins (setNodeRoutes)
 }
 
 type forwardSpec struct {
@@ -196,6 +196,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 		c.autoForward = false // "off" means no forwards at all
 	}
 	addOriginForwards(&c, getenv)
+	setNodeRoutes(&c, getenv)
 	if !c.allowPublic {
 		for _, f := range c.forwards {
 			if !forward.IsLoopback(f.listen) {

@@ -85,7 +85,6 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		early.Print(err)
 		return exitUsage
 	}
-	setNodeRoutes(&cfg, getenv)
 
 	if cfg.check {
 		return runCheck(cfg, stdout)

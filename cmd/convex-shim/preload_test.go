@@ -54,7 +54,6 @@ func TestNodeRoutes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			setNodeRoutes(&c, tc.env)
 			if !slices.Equal(c.nodeRoutes, tc.want) {
 				t.Errorf("routes %q, want %q", c.nodeRoutes, tc.want)
 			}
@@ -91,7 +90,6 @@ func TestCheckShowsNodeRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	setNodeRoutes(&c, getenv)
 	for i := range c.nodeRoutes {
 		c.nodeRoutes[i].To = "http://127.0.0.1:1" // nothing listens: the probe must say so
 	}
