@@ -2,53 +2,258 @@ package forward
 
 import (
 	"errors"
-	"net"
-	"runtime"
-	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// Copying one direction of a forwarded connection, burst by burst.
+// Copying one direction of a forwarded connection, burst by burst, on the
+// loop that owns it.
 //
-// TCPConn.ReadFrom splices, but it takes a 1 MiB pipe (two descriptors)
-// from Go's pool before it waits for data and keeps it until the stream
-// ends: every idle direction held one, six descriptors per connection, for
-// the 600 s of a long Node action or the whole life of a keep-alive
-// connection. And a pipe is the dearer road for the few hundred bytes of a
-// callback's request or response.
-//
-// copyStream waits for data holding nothing, then moves each burst on the
-// road that suits its size: a small one is read into a pooled buffer and
-// written out; once a read fills the buffer the stream is bulk, and it is
-// spliced through a pooled pipe until a burst is small again. Either way the
-// buffer or the pipe goes back to its pool before the next wait.
+// A small burst (a callback's request or response) is read into the loop's
+// scratch buffer and written straight on: one read and one write, no copy
+// kept. Only when the writer cannot take all of it is the rest copied into
+// a buffer of the direction's own, and the direction stops reading until
+// that buffer is written: the backpressure a slow reader must feel. A read
+// that fills the scratch buffer marks the direction bulk, and its next
+// bursts are spliced through a pipe and never enter user space, until one
+// is small again. Buffers and pipes go back to the loop once empty, so an
+// idle connection holds none: TCPConn.ReadFrom, the road before the loops,
+// kept a 1 MiB pipe per direction for a connection's whole life.
 
 const (
-	// smallBurst is the buffer a small burst is read into. A read that
-	// fills it switches the stream to splice.
+	// smallBurst is the scratch buffer's size. A read that fills it
+	// switches the direction to splice.
 	smallBurst = 16 << 10
 	// pipeSize is the capacity asked of each splice pipe, as Go's own
 	// (the default pipe-max-size, so unprivileged processes get it too).
 	pipeSize = 1 << 20
 )
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, smallBurst); return &b }}
+// A dir is one direction of a connection: src's bytes go to dst.
+type dir struct {
+	src, dst *leg
+	buf      *[]byte // pending bytes, buf[off:end], when dst could not take them
+	off, end int
+	pipe     *pipe
+	inPipe   int  // pending bytes in pipe
+	bulk     bool // the last burst was large: splice the next one
+	eof      bool // src has ended
+	shut     bool // dst's write half is shut down
+}
 
-// A pipe is a splice pipe from pipePool, empty whenever it is in the pool.
+func (d *dir) pending() bool { return d.inPipe > 0 || d.off < d.end }
+
+// ended reports that everything src sent has reached dst.
+func (d *dir) ended() bool { return d.eof && !d.pending() }
+
+// pump moves whatever both directions of c can move now, then passes on
+// each direction's end: its destination's write half is shut down, and
+// once both have ended the connection is closed.
+func (l *loop) pump(c *conn) {
+	for _, d := range [2]*dir{&c.c2u, &c.u2c} {
+		if err := l.copy(c, d); err != nil {
+			// A reset or a failed write: the stream is broken both ways,
+			// so close both at once rather than wait for the other side.
+			l.finish(c, err)
+			return
+		}
+	}
+	if c.c2u.ended() && c.u2c.ended() {
+		l.finish(c, nil) // close(2) sends the last FIN: no shutdown needed
+		return
+	}
+	for _, d := range [2]*dir{&c.c2u, &c.u2c} {
+		if d.ended() && !d.shut {
+			d.shut = true
+			if err := unix.Shutdown(d.dst.fd, unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+				l.finish(c, &opError{"shutdown", d.dst, c, err})
+				return
+			}
+		}
+	}
+}
+
+// copy moves bursts from d.src to d.dst until one of them would block,
+// src has ended, or the direction has had its budget for this round.
+func (l *loop) copy(c *conn, d *dir) error {
+	for range burstBudget {
+		if d.pending() {
+			if !d.dst.w {
+				return nil
+			}
+			if err := l.flush(c, d); err != nil {
+				return err
+			}
+			if d.pending() {
+				continue // a partial write: the next one finds dst full
+			}
+		}
+		if d.eof || !d.src.r {
+			return nil
+		}
+		if err := l.fill(c, d); err != nil {
+			return err
+		}
+	}
+	l.requeue(c)
+	return nil
+}
+
+// fill reads one burst from d.src: spliced into the direction's pipe when
+// it is bulk, otherwise read into scratch and written straight on.
+func (l *loop) fill(c *conn, d *dir) error {
+	if d.bulk && l.takePipe(d) {
+		n, err := unix.Splice(d.src.fd, nil, d.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EAGAIN:
+			d.src.r = false
+			l.dropPipe(d)
+			return nil
+		case err == unix.EINTR:
+			return nil
+		case err != nil:
+			return &opError{"read", d.src, c, err}
+		case n == 0:
+			d.eof = true
+			l.dropPipe(d)
+			return nil
+		}
+		d.inPipe += int(n)
+		d.bulk = n >= smallBurst
+		return nil
+	}
+
+	n, err := unix.Read(d.src.fd, l.scratch)
+	switch {
+	case err == unix.EAGAIN:
+		d.src.r = false
+		return nil
+	case err == unix.EINTR:
+		return nil
+	case err != nil:
+		return &opError{"read", d.src, c, err}
+	case n == 0:
+		d.eof = true
+		return nil
+	}
+	d.bulk = n == len(l.scratch)
+	// A short read emptied the socket's queue, and anything arriving later
+	// raises a new edge: no need for the read that would say EAGAIN. Unless
+	// the peer's FIN is known to be there, which only a read returning 0
+	// consumes.
+	if !d.bulk && !d.src.hup {
+		d.src.r = false
+	}
+	m := 0
+	if d.dst.w {
+		m, err = unix.Write(d.dst.fd, l.scratch[:n])
+		switch err {
+		case nil:
+		case unix.EAGAIN, unix.EINTR:
+			m = 0
+			d.dst.w = err == unix.EINTR
+		default:
+			return &opError{"write", d.dst, c, err}
+		}
+	}
+	if m < n {
+		d.buf = l.takeBuf()
+		d.off, d.end = 0, copy(*d.buf, l.scratch[m:n])
+	}
+	return nil
+}
+
+// flush writes the direction's pending bytes, as far as dst takes them.
+func (l *loop) flush(c *conn, d *dir) error {
+	var n int
+	var err error
+	if d.inPipe > 0 {
+		var m int64
+		m, err = unix.Splice(d.pipe.r, nil, d.dst.fd, nil, d.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n = int(m)
+	} else {
+		n, err = unix.Write(d.dst.fd, (*d.buf)[d.off:d.end])
+	}
+	switch err {
+	case nil:
+	case unix.EAGAIN:
+		d.dst.w = false
+		return nil
+	case unix.EINTR:
+		return nil
+	default:
+		return &opError{"write", d.dst, c, err}
+	}
+	if n <= 0 {
+		return &opError{"write", d.dst, c, errors.New("wrote nothing")}
+	}
+	if d.inPipe > 0 {
+		d.inPipe -= n
+		if d.inPipe == 0 && !d.bulk {
+			l.dropPipe(d)
+		}
+		return nil
+	}
+	d.off += n
+	if d.off == d.end {
+		l.dropBuf(d)
+	}
+	return nil
+}
+
+// An opError says which leg of which connection failed, for the debug log.
+type opError struct {
+	op  string
+	g   *leg
+	c   *conn
+	err error
+}
+
+func (e *opError) Error() string {
+	side := "client"
+	if e.g == &e.c.up {
+		side = "upstream"
+	}
+	return e.op + " " + side + ": " + e.err.Error()
+}
+
+func (e *opError) Unwrap() error { return e.err }
+
+func (l *loop) takeBuf() *[]byte {
+	if n := len(l.bufs); n > 0 {
+		b := l.bufs[n-1]
+		l.bufs = l.bufs[:n-1]
+		return b
+	}
+	b := make([]byte, smallBurst)
+	return &b
+}
+
+func (l *loop) dropBuf(d *dir) {
+	if len(l.bufs) < maxFreeBufs {
+		l.bufs = append(l.bufs, d.buf)
+	}
+	d.buf, d.off, d.end = nil, 0, 0
+}
+
+// A pipe is a splice pipe, empty whenever it is in a loop's free list.
 type pipe struct{ r, w int }
-
-var pipePool sync.Pool
 
 // pipe2Hook, when set, makes pipes instead of pipe2(2): tests run out of
 // descriptors with it while connections are live, hence atomic.
 var pipe2Hook atomic.Pointer[func(p []int, flags int) error]
 
-func getPipe() *pipe {
-	if p, ok := pipePool.Get().(*pipe); ok {
-		return p
+// takePipe gives d a pipe if it has none; false when none can be made
+// (out of descriptors): the burst then goes through scratch.
+func (l *loop) takePipe(d *dir) bool {
+	if d.pipe != nil {
+		return true
+	}
+	if n := len(l.pipes); n > 0 {
+		d.pipe = l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		return true
 	}
 	var fds [2]int
 	pipe2 := unix.Pipe2
@@ -56,201 +261,44 @@ func getPipe() *pipe {
 		pipe2 = *h
 	}
 	if err := pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil // out of descriptors: the caller copies through a buffer
+		return false
 	}
 	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pipeSize) // a smaller pipe still works
-	p := &pipe{r: fds[0], w: fds[1]}
-	// The pool drops idle items at garbage collection; their descriptors
-	// must go with them.
-	runtime.SetFinalizer(p, (*pipe).close)
-	return p
+	d.pipe = &pipe{r: fds[0], w: fds[1]}
+	return true
 }
 
-// discard closes a pipe that may hold data; it must not go back to the pool.
-func (p *pipe) discard() {
-	// The finalizer would close the same numbers again, by then perhaps
-	// reused for something else.
-	runtime.SetFinalizer(p, nil)
-	p.close()
+// dropPipe gives d's pipe back to the loop, if it has one and it is empty.
+func (l *loop) dropPipe(d *dir) {
+	if d.pipe == nil || d.inPipe > 0 {
+		return
+	}
+	if len(l.pipes) < maxFreePipes {
+		l.pipes = append(l.pipes, d.pipe)
+	} else {
+		d.pipe.close()
+	}
+	d.pipe = nil
+}
+
+// releaseDir gives back what a finished connection's direction holds. A
+// pipe with bytes still in it is closed: back in the free list, the next
+// connection would forward them as its own.
+func (l *loop) releaseDir(d *dir) {
+	if d.buf != nil {
+		l.dropBuf(d)
+	}
+	if d.pipe != nil {
+		if d.inPipe > 0 {
+			d.pipe.close()
+			d.pipe, d.inPipe = nil, 0
+		} else {
+			l.dropPipe(d)
+		}
+	}
 }
 
 func (p *pipe) close() {
 	unix.Close(p.r)
 	unix.Close(p.w)
-}
-
-// pair is one forwarded connection's copying state: both directions, their
-// errors and the count of directions still copying, in one allocation.
-type pair struct {
-	p                *Proxy
-	client, upstream net.Conn
-	up, down         stream // client to upstream, upstream to client
-	upErr, downErr   error
-	running          atomic.Int32
-}
-
-// start copies client to upstream (with state up) and upstream to client
-// (with down) in two new goroutines; the second to end calls p.finish.
-// up and down are nil for connections other than two *net.TCPConn.
-func (c *pair) start(up, down *stream) {
-	c.running.Store(2)
-	go func() {
-		c.upErr = proxyCopy(up, c.upstream, c.client)
-		c.end()
-	}()
-	go func() {
-		c.downErr = proxyCopy(down, c.client, c.upstream)
-		c.end()
-	}()
-}
-
-// end is each direction's last step: the second to arrive sees both
-// errors (the atomic orders the first one's write before it) and finishes.
-func (c *pair) end() {
-	if c.running.Add(-1) == 0 {
-		c.p.finish(c.client, c.upstream, c.upErr, c.downErr)
-	}
-}
-
-func newPair(client, upstream *net.TCPConn) (*pair, error) {
-	c := &pair{client: client, upstream: upstream}
-	cr, err := client.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	ur, err := upstream.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	c.up.init(upstream, ur, client, cr)
-	c.down.init(client, cr, upstream, ur)
-	return c, nil
-}
-
-// stream is one direction of a forwarded connection. Its read and write
-// callbacks are made once, not per burst: a closure handed to RawConn
-// escapes, and with it every variable it captures.
-type stream struct {
-	dst, src       *net.TCPConn
-	dstRaw, srcRaw syscall.RawConn
-	readFn         func(fd uintptr) bool
-	writeFn        func(fd uintptr) bool
-
-	bulk bool // the last burst filled the buffer: splice the next one
-	// The last read: bytes, error, and the buffer or pipe holding them.
-	n    int
-	rerr error
-	buf  *[]byte
-	p    *pipe
-	// The splice in progress from p to dst: bytes asked, moved, error.
-	want  int
-	moved int64
-	werr  error
-}
-
-func (s *stream) init(dst *net.TCPConn, dstRaw syscall.RawConn, src *net.TCPConn, srcRaw syscall.RawConn) {
-	s.dst, s.dstRaw, s.src, s.srcRaw = dst, dstRaw, src, srcRaw
-	s.readFn, s.writeFn = s.read, s.spliceOut
-}
-
-// read is the callback of srcRaw.Read: one burst into a pooled buffer, or
-// into a pooled pipe when the stream is bulk.
-func (s *stream) read(fd uintptr) bool {
-	for {
-		if s.bulk {
-			s.p = getPipe()
-		}
-		if s.p != nil {
-			var m int64
-			m, s.rerr = unix.Splice(int(fd), nil, s.p.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-			s.n = int(m)
-		} else {
-			s.buf = bufPool.Get().(*[]byte)
-			s.n, s.rerr = unix.Read(int(fd), *s.buf)
-		}
-		if s.rerr != unix.EINTR && s.rerr != unix.EAGAIN {
-			return true
-		}
-		// Nothing read: hand back what was taken. On EAGAIN wait for the
-		// next burst holding nothing.
-		giveBack(s.p, s.buf)
-		s.p, s.buf = nil, nil // not ours any more, whatever happens next
-		if s.rerr == unix.EAGAIN {
-			return false
-		}
-	}
-}
-
-// copy copies src to dst until src's end of stream (nil) or an error.
-func (s *stream) copy() error {
-	for {
-		s.n, s.rerr, s.buf, s.p = 0, nil, nil, nil
-		err := s.srcRaw.Read(s.readFn)
-		n, p, buf := s.n, s.p, s.buf
-		if err == nil && s.rerr != nil {
-			err = &net.OpError{Op: "read", Net: "tcp", Source: s.src.LocalAddr(), Addr: s.src.RemoteAddr(), Err: s.rerr}
-		}
-		if err != nil || n <= 0 {
-			giveBack(p, buf)
-			return err // n == 0: end of stream
-		}
-
-		if p != nil {
-			err = s.pump(n)
-			if err != nil {
-				p.discard()
-				return &net.OpError{Op: "write", Net: "tcp", Source: s.dst.LocalAddr(), Addr: s.dst.RemoteAddr(), Err: err}
-			}
-			pipePool.Put(p)
-		} else {
-			_, err = s.dst.Write((*buf)[:n])
-			bufPool.Put(buf)
-			if err != nil {
-				return err
-			}
-		}
-		s.bulk = n >= smallBurst // a buffer filled, or a burst the size of one
-	}
-}
-
-// giveBack returns to its pool whichever of a pipe or a buffer a read took.
-func giveBack(p *pipe, buf *[]byte) {
-	if p != nil {
-		pipePool.Put(p)
-	} else if buf != nil {
-		bufPool.Put(buf)
-	}
-}
-
-// pump splices n bytes from s.p into dst's socket, waiting whenever it is
-// full.
-func (s *stream) pump(n int) error {
-	for n > 0 {
-		s.want, s.moved, s.werr = n, 0, nil
-		if err := s.dstRaw.Write(s.writeFn); err != nil {
-			return err
-		}
-		if s.werr != nil {
-			return s.werr
-		}
-		if s.moved == 0 {
-			return errors.New("splice wrote nothing")
-		}
-		n -= int(s.moved)
-	}
-	return nil
-}
-
-// spliceOut is the callback of dstRaw.Write for pump.
-func (s *stream) spliceOut(fd uintptr) bool {
-	for {
-		s.moved, s.werr = unix.Splice(s.p.r, nil, int(fd), nil, s.want, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		switch s.werr {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		return true
-	}
 }

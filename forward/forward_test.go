@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // startProxy starts a proxy on a free loopback port in front of target.
@@ -344,8 +348,8 @@ func TestCloseBeforeStart(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Serve(listen(t)); err != nil {
-		t.Fatalf("Serve after Close: %v", err)
+	if err := p.Start(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Start after Close: %v, want net.ErrClosed", err)
 	}
 }
 
@@ -390,9 +394,10 @@ func TestIsLoopback(t *testing.T) {
 	}
 }
 
-// The forwarder's sockets are plain TCP without keep-alive: Go's defaults
-// (Multipath TCP listeners since 1.24, keep-alive on every connection) cost
-// system calls per start and per connection and do nothing on loopback.
+// The forwarder's sockets are plain TCP without keep-alive (Go's defaults,
+// Multipath TCP listeners since 1.24 and keep-alive on every connection,
+// cost system calls and do nothing on loopback), and both legs have
+// TCP_NODELAY: the client's inherited from the listener.
 func TestSocketOptions(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -401,29 +406,6 @@ func TestSocketOptions(t *testing.T) {
 	defer ln.Close()
 	go echoServer(t, ln)
 	p := startProxy(t, ln.Addr().String(), 0)
-
-	sockopt := func(c syscall.Conn, level, opt int) int {
-		t.Helper()
-		rc, err := c.SyscallConn()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var v int
-		var serr error
-		if err := rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), level, opt) }); err != nil {
-			t.Fatal(err)
-		}
-		if serr != nil {
-			t.Fatalf("getsockopt(%d, %d): %v", level, opt, serr)
-		}
-		return v
-	}
-	p.mu.Lock()
-	l := p.ln.(*net.TCPListener)
-	p.mu.Unlock()
-	if got := sockopt(l, syscall.SOL_SOCKET, syscall.SO_PROTOCOL); got != syscall.IPPROTO_TCP {
-		t.Errorf("listener protocol %d, want IPPROTO_TCP (%d)", got, syscall.IPPROTO_TCP)
-	}
 
 	c, err := net.Dial("tcp", p.Addr().String())
 	if err != nil {
@@ -436,23 +418,62 @@ func TestSocketOptions(t *testing.T) {
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Fatal(err) // the echo came back: both legs exist
 	}
-	p.mu.Lock()
-	var conns []syscall.Conn
-	for client, upstream := range p.conns {
-		conns = append(conns, client.(*net.TCPConn), upstream.(*net.TCPConn))
+	legs := map[string]int{
+		"listener": p.lfd,
+		"client":   socketWith(t, p.Addr().String(), c.LocalAddr().String()),
+		"upstream": socketWith(t, "", ln.Addr().String()),
 	}
-	p.mu.Unlock()
-	if len(conns) != 2 {
-		t.Fatalf("%d connections tracked, want 2 (client and upstream)", len(conns))
-	}
-	for i, pc := range conns {
-		if got := sockopt(pc, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); got != 0 {
-			t.Errorf("leg %d: SO_KEEPALIVE %d, want 0", i, got)
+	for name, fd := range legs {
+		for _, o := range []struct {
+			what       string
+			level, opt int
+			want       int
+		}{
+			{"SO_PROTOCOL", syscall.SOL_SOCKET, syscall.SO_PROTOCOL, syscall.IPPROTO_TCP},
+			{"SO_KEEPALIVE", syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 0},
+			{"TCP_NODELAY", syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
+		} {
+			got, err := syscall.GetsockoptInt(fd, o.level, o.opt)
+			if err != nil {
+				t.Fatalf("%s: getsockopt %s: %v", name, o.what, err)
+			}
+			if got != o.want {
+				t.Errorf("%s: %s %d, want %d", name, o.what, got, o.want)
+			}
 		}
-		if got := sockopt(pc, syscall.SOL_SOCKET, syscall.SO_PROTOCOL); got != syscall.IPPROTO_TCP {
-			t.Errorf("leg %d: protocol %d, want IPPROTO_TCP", i, got)
-		}
 	}
+}
+
+// socketWith is the one socket of this process whose local address is
+// local (any, if empty) and whose peer is remote.
+func socketWith(t *testing.T, local, remote string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := -1
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		sa, err := unix.Getpeername(fd)
+		if err != nil || sockaddrString(sa) != remote {
+			continue
+		}
+		if sa, err := unix.Getsockname(fd); local != "" && (err != nil || sockaddrString(sa) != local) {
+			continue
+		}
+		if found >= 0 {
+			t.Fatalf("two sockets %s -> %s: %d and %d", local, remote, found, fd)
+		}
+		found = fd
+	}
+	if found < 0 {
+		t.Fatalf("no socket %s -> %s", local, remote)
+	}
+	return found
 }
 
 // An upstream that never answers (a hung backend with a full accept queue

@@ -1,0 +1,65 @@
+package forward
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// target is where the loops connect: one fixed address, or a host name
+// looked up again for every dial (a compose service's address changes when
+// its container is recreated).
+type target struct {
+	addr netip.AddrPort // an IP literal, when host is empty
+	host string         // a name to look up
+	port uint16
+}
+
+func parseTarget(s string) (target, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return target{}, err
+	}
+	n, err := net.LookupPort("tcp", port)
+	if err != nil {
+		return target{}, err
+	}
+	if host == "" {
+		return target{}, errors.New("missing host")
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Zone() == "" {
+		return target{addr: netip.AddrPortFrom(ip.Unmap(), uint16(n))}, nil
+	}
+	return target{host: host, port: uint16(n)}, nil
+}
+
+// sockaddr converts a for connect(2). Each loop keeps its own for a fixed
+// target: unix.Connect writes the raw form into the value it is given.
+func sockaddr(a netip.AddrPort) (unix.Sockaddr, int) {
+	if a.Addr().Is4() {
+		return &unix.SockaddrInet4{Addr: a.Addr().As4(), Port: int(a.Port())}, unix.AF_INET
+	}
+	return &unix.SockaddrInet6{Addr: a.Addr().As16(), Port: int(a.Port())}, unix.AF_INET6
+}
+
+// sockaddrString formats what getpeername(2) returned, for log lines.
+func sockaddrString(sa unix.Sockaddr) string {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port)).String()
+	}
+	return "?"
+}
+
+// peer is the remote address of socket fd, for log lines only.
+func peer(fd int) string {
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return "?"
+	}
+	return sockaddrString(sa)
+}
