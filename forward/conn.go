@@ -71,12 +71,13 @@ func (l *loop) open(fd int) {
 // dial starts one connect(2) to the target (or a lookup of its name).
 // It never blocks: the result comes as an event on the new socket.
 func (l *loop) dial(c *conn) {
-	sa, fam := l.sa, l.fam
+	var sa unix.Sockaddr // for a name's address; a fixed target's is l.rsa
+	fam := l.fam
 	if l.tgt.host != "" {
 		if len(c.addrs) == 0 {
 			c.state = resolving
 			if c.deadline > 0 {
-				l.timers.set(&c.t, c.deadline)
+				l.setTimer(&c.t, c.deadline)
 			}
 			l.lookUp(c)
 			return
@@ -96,7 +97,11 @@ func (l *loop) dial(c *conn) {
 		l.dialFailed(c, os.NewSyscallError("setsockopt", err))
 		return
 	}
-	err = unix.Connect(fd, sa)
+	if sa != nil {
+		err = unix.Connect(fd, sa)
+	} else {
+		err = connect(fd, l.rsa, l.rsaN)
+	}
 	if err != nil && err != unix.EINPROGRESS {
 		l.dropUp(c)
 		l.dialFailed(c, os.NewSyscallError("connect", err))
@@ -110,7 +115,7 @@ func (l *loop) dial(c *conn) {
 	}
 	c.state = connecting
 	if c.deadline > 0 {
-		l.timers.set(&c.t, c.deadline)
+		l.setTimer(&c.t, c.deadline)
 	}
 }
 
@@ -190,7 +195,7 @@ func (l *loop) dialFailed(c *conn, err error) {
 		wake = min(wake, c.deadline)
 	}
 	c.state = waiting
-	l.timers.set(&c.t, wake)
+	l.setTimer(&c.t, wake)
 	c.backoff = min(2*c.backoff, 500*time.Millisecond)
 }
 

@@ -104,7 +104,7 @@ func (l *loop) copy(c *conn, d *dir) error {
 // it is bulk, otherwise read into scratch and written straight on.
 func (l *loop) fill(c *conn, d *dir) error {
 	if d.bulk && l.takePipe(d) {
-		n, err := unix.Splice(d.src.fd, nil, d.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := splice(d.src.fd, d.pipe.w, pipeSize)
 		switch {
 		case err == unix.EAGAIN:
 			d.src.r = false
@@ -124,7 +124,7 @@ func (l *loop) fill(c *conn, d *dir) error {
 		return nil
 	}
 
-	n, err := unix.Read(d.src.fd, l.scratch)
+	n, err := read(d.src.fd, l.scratch)
 	switch {
 	case err == unix.EAGAIN:
 		d.src.r = false
@@ -147,7 +147,7 @@ func (l *loop) fill(c *conn, d *dir) error {
 	}
 	m := 0
 	if d.dst.w {
-		m, err = unix.Write(d.dst.fd, l.scratch[:n])
+		m, err = write(d.dst.fd, l.scratch[:n])
 		switch err {
 		case nil:
 		case unix.EAGAIN, unix.EINTR:
@@ -169,11 +169,9 @@ func (l *loop) flush(c *conn, d *dir) error {
 	var n int
 	var err error
 	if d.inPipe > 0 {
-		var m int64
-		m, err = unix.Splice(d.pipe.r, nil, d.dst.fd, nil, d.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
-		n = int(m)
+		n, err = splice(d.pipe.r, d.dst.fd, d.inPipe)
 	} else {
-		n, err = unix.Write(d.dst.fd, (*d.buf)[d.off:d.end])
+		n, err = write(d.dst.fd, (*d.buf)[d.off:d.end])
 	}
 	switch err {
 	case nil:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,8 +36,21 @@ func parseTarget(s string) (target, error) {
 	return target{host: host, port: uint16(n)}, nil
 }
 
-// sockaddr converts a for connect(2). Each loop keeps its own for a fixed
-// target: unix.Connect writes the raw form into the value it is given.
+// rawSockaddr is a in connect(2)'s own form, made once for a fixed target:
+// unix.Connect converts its argument on every call, and writes into it.
+func rawSockaddr(a netip.AddrPort) (unsafe.Pointer, uintptr, int) {
+	port := [2]byte{byte(a.Port() >> 8), byte(a.Port())} // network order
+	if a.Addr().Is4() {
+		r := &unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: a.Addr().As4()}
+		*(*[2]byte)(unsafe.Pointer(&r.Port)) = port
+		return unsafe.Pointer(r), unix.SizeofSockaddrInet4, unix.AF_INET
+	}
+	r := &unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.Addr().As16()}
+	*(*[2]byte)(unsafe.Pointer(&r.Port)) = port
+	return unsafe.Pointer(r), unix.SizeofSockaddrInet6, unix.AF_INET6
+}
+
+// sockaddr converts a for unix.Connect, for a target's looked-up address.
 func sockaddr(a netip.AddrPort) (unix.Sockaddr, int) {
 	if a.Addr().Is4() {
 		return &unix.SockaddrInet4{Addr: a.Addr().As4(), Port: int(a.Port())}, unix.AF_INET
