@@ -43,7 +43,8 @@ const (
 type leg struct {
 	fd   int
 	r, w bool
-	hup  bool // the peer has sent its FIN, or the socket failed
+	fin  bool // the peer's FIN has arrived (EPOLLRDHUP or EPOLLHUP)
+	err  bool // the socket has an error pending (EPOLLERR): a reset
 }
 
 // Each connection's events: both legs registered once, for everything.
@@ -77,7 +78,7 @@ func (l *loop) dial(c *conn) {
 		if len(c.addrs) == 0 {
 			c.state = resolving
 			if c.deadline > 0 {
-				l.setTimer(&c.t, c.deadline)
+				l.timers.set(&c.t, c.deadline)
 			}
 			l.lookUp(c)
 			return
@@ -115,7 +116,7 @@ func (l *loop) dial(c *conn) {
 	}
 	c.state = connecting
 	if c.deadline > 0 {
-		l.setTimer(&c.t, c.deadline)
+		l.timers.set(&c.t, c.deadline)
 	}
 }
 
@@ -137,8 +138,11 @@ func (l *loop) event(c *conn, fd int, ev uint32) {
 	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		g.w = true
 	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		g.hup = true
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0 {
+		g.fin = true
+	}
+	if ev&unix.EPOLLERR != 0 {
+		g.err = true
 	}
 	switch {
 	case c.state == connecting && g == &c.up:
@@ -195,7 +199,7 @@ func (l *loop) dialFailed(c *conn, err error) {
 		wake = min(wake, c.deadline)
 	}
 	c.state = waiting
-	l.setTimer(&c.t, wake)
+	l.timers.set(&c.t, wake)
 	c.backoff = min(2*c.backoff, 500*time.Millisecond)
 }
 

@@ -139,11 +139,13 @@ func (l *loop) fill(c *conn, d *dir) error {
 	}
 	d.bulk = n == len(l.scratch)
 	// A short read emptied the socket's queue, and anything arriving later
-	// raises a new edge: no need for the read that would say EAGAIN. Unless
-	// the peer's FIN is known to be there, which only a read returning 0
-	// consumes.
-	if !d.bulk && !d.src.hup {
+	// raises a new edge: no need for the read that would say EAGAIN. If
+	// the peer's FIN had arrived, nothing can follow it: the stream has
+	// ended, without the read that would return 0 (as nginx reads
+	// EPOLLRDHUP). Not with an error pending: the read must report it.
+	if !d.bulk && !d.src.err {
 		d.src.r = false
+		d.eof = d.src.fin
 	}
 	m := 0
 	if d.dst.w {

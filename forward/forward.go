@@ -36,19 +36,22 @@
 //   - Close stops accepting, closes every open connection and waits for the
 //     proxy's goroutines, so nothing outlives it.
 //
-// How: a few event loops (one per CPU the runtime uses, at most maxLoops),
-// each a goroutine waiting in epoll_wait(2) over raw non-blocking
-// descriptors, share the listening socket (EPOLLEXCLUSIVE wakes one of
-// them per new connection) and each serves the connections it accepted to
-// their end. This is the one place the package bypasses Go's network
-// poller, and it does so for a measured reason (issue 12, docs/benchmarks.md):
-// the poller waits on one descriptor per goroutine, so a forwarded
-// connection needed two goroutines, and every burst crossed between them and
-// the poller's thread. HAProxy, one event loop per thread, spent about 40%
-// less CPU per connection than that design on the same machine, and held
-// connections cost their goroutines' stacks. A loop reads, writes and
-// splices both directions of a connection in the same wake-up, with no
-// hand-off.
+// How: one event loop, a goroutine with its own epoll instance over raw
+// non-blocking descriptors, accepts every connection and serves both of its
+// directions in the same wake-up, with no hand-off. Go's network poller
+// waits on one descriptor per goroutine, so with net.TCPConn a forwarded
+// connection needed two goroutines, every burst crossed between them and
+// the poller's thread, and held connections cost their goroutines' stacks:
+// HAProxy, one event loop per thread, spent about 40% less CPU per
+// connection than that design on the same machine (issue 12,
+// docs/benchmarks.md). That measured gap is the reason this package does
+// its own polling.
+//
+// One loop, not one per core: on 2 cores it forwarded as many new
+// connections and keep-alive requests per second as HAProxy with 2 threads
+// while using under one core, far more than a Convex backend's callbacks
+// need; and one blocked epoll_wait leaves the runtime's other P idle, so
+// the scheduler never hands the loop's P around (see loop).
 //
 // What it deliberately does not do: TLS, HTTP awareness, load balancing, or
 // any policy about which addresses may listen (the caller decides that; see
@@ -61,7 +64,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -74,11 +76,6 @@ import (
 // when DialRetry is zero. It outlasts a backend restart and is longer than the
 // Node executor's first few connect retries, which it replaces.
 const DefaultDialRetry = 60 * time.Second
-
-// maxLoops bounds the event loops of one Proxy. A loopback forwarder for
-// callbacks does not need a thread per core on a large machine; two loops
-// keep both cores of a small one busy, and four leave room.
-const maxLoops = 4
 
 // Proxy forwards every TCP connection accepted on Listen to Target.
 type Proxy struct {
@@ -100,12 +97,12 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	closed bool
-	lfd    int // the listening socket, shared by the loops; -1 before Start
+	lfd    int // the listening socket; -1 before Start
 	addr   net.Addr
-	loops  []*loop
+	loop   *loop // nil before Start
 	ctx    context.Context // canceled by Close; ends host-name lookups
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the loops and the lookups they started
+	wg     sync.WaitGroup // the loop and the lookups it started
 
 	// open counts forwarded connections, from accept to close.
 	open atomic.Int64
@@ -117,7 +114,7 @@ type Proxy struct {
 func (p *Proxy) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || p.loops != nil {
+	if p.closed || p.loop != nil {
 		return fmt.Errorf("forward: listen %s: %w", p.Listen, net.ErrClosed)
 	}
 	tgt, err := parseTarget(p.Target)
@@ -133,30 +130,20 @@ func (p *Proxy) Start() error {
 	if retry == 0 {
 		retry = DefaultDialRetry
 	}
-	n := min(runtime.GOMAXPROCS(0), maxLoops)
-	for range n {
-		l, err := newLoop(p, lfd, tgt, retry)
-		if err != nil {
-			for _, l := range p.loops {
-				l.release()
-			}
-			p.loops = nil
-			unix.Close(lfd)
-			return fmt.Errorf("forward: listen %s: %w", p.Listen, err)
-		}
-		p.loops = append(p.loops, l)
+	l, err := newLoop(p, lfd, tgt, retry)
+	if err != nil {
+		unix.Close(lfd)
+		return fmt.Errorf("forward: listen %s: %w", p.Listen, err)
 	}
-	p.lfd, p.addr = lfd, addr
-	p.wg.Add(len(p.loops))
-	for _, l := range p.loops {
-		go l.run()
-	}
+	p.lfd, p.addr, p.loop = lfd, addr, l
+	p.wg.Add(1)
+	go l.run()
 	return nil
 }
 
 // listenSocket binds addr through net.ListenConfig (address parsing, dual-stack
 // rules, SO_REUSEADDR and its error messages are Go's) and keeps a duplicate
-// of the socket for the loops; Go's own descriptor is closed.
+// of the socket for the loop; Go's own descriptor is closed.
 func listenSocket(addr string) (int, net.Addr, error) {
 	// No TCP keep-alive and no Multipath TCP, which Go turns on for
 	// listeners since 1.24: neither has anything to do on loopback, and
@@ -225,20 +212,18 @@ func (p *Proxy) Close() error {
 		return nil
 	}
 	p.closed = true
-	loops := p.loops
+	l := p.loop
 	if p.cancel != nil {
 		p.cancel()
 	}
 	p.mu.Unlock()
-	for _, l := range loops {
-		l.stop()
+	if l == nil {
+		return nil
 	}
+	l.stop()
 	p.wg.Wait()
-	// Only now: a loop still running could accept on a reused number.
-	if loops != nil {
-		return unix.Close(p.lfd)
-	}
-	return nil
+	// Only now: the loop, still running, could accept on a reused number.
+	return unix.Close(p.lfd)
 }
 
 // IsLoopback reports whether the host part of addr (host:port) is a loopback

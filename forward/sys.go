@@ -6,19 +6,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The loops' per-burst system calls, made with RawSyscall rather than the
-// Syscall that unix.Read and friends use.
+// The loop's per-connection and per-burst system calls, made with
+// RawSyscall rather than the Syscall that unix.Read and friends use.
 //
 // Syscall tells the scheduler that the goroutine may block: when a call
 // outlasts a sysmon tick (20 µs, which a loopback write waking its reader
-// can), sysmon takes the P away and hands it to another thread, and the
-// loop must win a P back when the call returns. Under load that was a
-// steady stream of thread hand-offs: sysmon's thread alone used about a
-// tenth of the forwarder's CPU, and the loops' goroutines wandered between
-// threads. Every call here is on a non-blocking descriptor or with a zero
-// timeout, so none can hold its thread longer than the kernel's own work,
-// and nothing else is waiting for the P meanwhile: the loops are the
-// forwarder's only work.
+// can) and no P is idle, sysmon takes the loop's P away and hands it to
+// another thread, and the loop must win one back when the call returns.
+// With two loops on two Ps that was a steady stream of hand-offs under
+// load: sysmon's thread alone used about a tenth of the forwarder's CPU.
+// Every call here is on a non-blocking descriptor, so none holds its thread
+// longer than the kernel's own work. Only epoll_wait, which does block,
+// goes through Syscall.
 
 func errnoErr(e unix.Errno) error {
 	if e == 0 {
@@ -41,12 +40,6 @@ func write(fd int, p []byte) (int, error) {
 func splice(rfd, wfd, n int) (int, error) {
 	m, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(rfd), 0, uintptr(wfd), 0, uintptr(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 	return int(m), errnoErr(e)
-}
-
-// epollReady takes the events epfd has ready now, without waiting.
-func epollReady(epfd int, ev []unix.EpollEvent) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(unsafe.SliceData(ev))), uintptr(len(ev)), 0, 0, 0)
-	return int(n), errnoErr(e)
 }
 
 // accept takes one connection from the listener: non-blocking and
