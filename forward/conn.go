@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -207,9 +208,12 @@ func (l *loop) dialFailed(c *conn, err error) {
 func (l *loop) fire(c *conn, now time.Duration) {
 	switch {
 	case c.deadline > 0 && now >= c.deadline:
-		if c.state == connecting {
+		switch c.state {
+		case connecting:
 			l.dropUp(c)
 			c.lastErr = os.NewSyscallError("connect", unix.ETIMEDOUT)
+		case resolving:
+			c.lastErr = fmt.Errorf("lookup %s: %w", l.tgt.host, context.DeadlineExceeded)
 		}
 		l.giveUp(c)
 	case c.state == waiting:

@@ -236,6 +236,49 @@ func TestUpstreamDown(t *testing.T) {
 	roundTrip(t, p.Addr().String(), "back")
 }
 
+// A target named by host name is looked up for each dial, off the loop,
+// and every address it has is tried: "localhost" may give [::1] first,
+// where nothing listens here.
+func TestHostNameTarget(t *testing.T) {
+	up := listen(t) // 127.0.0.1 only
+	echoServer(t, up)
+	_, port, _ := net.SplitHostPort(up.Addr().String())
+	p := startProxy(t, net.JoinHostPort("localhost", port), 5*time.Second)
+	for i := range 3 {
+		roundTrip(t, p.Addr().String(), fmt.Sprintf("by name %d", i))
+	}
+
+	// A name that does not resolve is retried until DialRetry, then the
+	// client is closed and the lookup's error logged.
+	var logged strings.Builder
+	var mu sync.Mutex
+	bad := &Proxy{Listen: "127.0.0.1:0", Target: "no-such-host.invalid:3210", DialRetry: 300 * time.Millisecond,
+		Log: logFunc(func(format string, args ...any) { mu.Lock(); fmt.Fprintf(&logged, format+"\n", args...); mu.Unlock() })}
+	if err := bad.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	c, err := net.Dial("tcp", bad.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client of an unresolvable target: read n=%d err=%v, want it closed within DialRetry", n, err)
+	}
+	bad.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logged.String(), "giving up on client") || !strings.Contains(logged.String(), "no-such-host.invalid") {
+		t.Errorf("log %q lacks the give-up line naming the host", logged.String())
+	}
+}
+
+type logFunc func(format string, args ...any)
+
+func (f logFunc) Printf(format string, args ...any) { f(format, args...) }
+
 func roundTrip(t *testing.T, addr, msg string) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)

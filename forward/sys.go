@@ -31,8 +31,11 @@ func read(fd int, p []byte) (int, error) {
 	return int(n), errnoErr(e)
 }
 
+// write sends p on socket fd. MSG_NOSIGNAL: a peer that reset makes it
+// fail with EPIPE rather than raise SIGPIPE, which the shim would have to
+// receive and drop.
 func write(fd int, p []byte) (int, error) {
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), unix.MSG_NOSIGNAL, 0, 0)
 	return int(n), errnoErr(e)
 }
 

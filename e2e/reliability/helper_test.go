@@ -483,7 +483,7 @@ func recvStream(r io.Reader, size int64, seed uint64) (uint32, bool, error) {
 
 // proxy runs the shim's forward.Proxy from REL_PROXY_LISTEN to
 // REL_PROXY_TARGET. On each SIGUSR1 it prints its goroutine count and how
-// many of them are the proxy's per-connection goroutines.
+// many of them are in the proxy's event loop.
 func proxyMain() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGUSR1)
@@ -498,7 +498,7 @@ func proxyMain() {
 		<-sigs
 		total := runtime.NumGoroutine()
 		dump := buf[:runtime.Stack(buf, true)]
-		fmt.Printf("proxy seq=%d goroutines=%d handle=%d copy=%d\n", seq, total,
-			bytes.Count(dump, []byte("forward.(*Proxy).handle(")), bytes.Count(dump, []byte("forward.proxyCopy(")))
+		fmt.Printf("proxy seq=%d goroutines=%d loop=%d\n", seq, total,
+			bytes.Count(dump, []byte("forward.(*loop).run(")))
 	}
 }

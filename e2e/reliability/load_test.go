@@ -121,9 +121,9 @@ func roundTripAll(conns []net.Conn) error {
 // same size must not grow anything.
 //
 // Goroutines: the binary has no introspection endpoint, so here its
-// descriptors, threads and RSS stand in for them (each connection's two
-// goroutines hold its sockets); TestHeldConnectionsGoroutines counts the
-// goroutines of the same forward.Proxy run in a process of its own.
+// descriptors, threads and RSS stand in for them; TestHeldConnectionsGoroutines
+// counts the goroutines of the same forward.Proxy run in a process of its
+// own.
 func TestHeld10000Connections(t *testing.T) {
 	n := heldTarget(t, 2, 10000)
 	hold := scale(3*time.Second, 60*time.Second)
@@ -184,9 +184,9 @@ echo "1024 65535" > /proc/sys/net/ipv4/ip_local_port_range`})
 
 // The goroutine count the real binary cannot report: the same
 // forward.Proxy the shim runs, in a helper process of its own (so that its
-// descriptors are its own), under the same load. After the clients close,
-// its goroutines must be back to the idle count, with no handle or
-// proxyCopy goroutine left.
+// descriptors are its own), under the same load. Its one event loop serves
+// every connection: held connections add no goroutine, and none is left
+// after the clients close.
 func TestHeldConnectionsGoroutines(t *testing.T) {
 	n := heldTarget(t, 2, 10000)
 	r := start(t, opts{Args: []string{"--forward", "off"}, Env: []string{
@@ -195,28 +195,30 @@ func TestHeldConnectionsGoroutines(t *testing.T) {
 	var proxyPid int
 	fmt.Sscanf(r.Line("proxy listening pid="), "proxy listening pid=%d", &proxyPid)
 	seq := 0
-	goroutines := func() (total, handle, copies int) {
+	goroutines := func() (total, loops int) {
 		t.Helper()
 		seq++
 		if err := syscall.Kill(proxyPid, syscall.SIGUSR1); err != nil {
 			t.Fatalf("signal proxy: %v", err)
 		}
 		l := r.Line(fmt.Sprintf("proxy seq=%d ", seq))
-		fmt.Sscanf(l, "proxy seq=%d goroutines=%d handle=%d copy=%d", &seq, &total, &handle, &copies)
+		fmt.Sscanf(l, "proxy seq=%d goroutines=%d loop=%d", &seq, &total, &loops)
 		return
 	}
-	idle, _, _ := goroutines()
+	idle, idleLoops := goroutines()
+	if idleLoops != 1 {
+		t.Fatalf("idle proxy: %d event loops in its goroutine dump, want 1", idleLoops)
+	}
 	conns, err := openHeld(r.PID, n, "127.0.0.1:81")
 	if err != nil {
 		t.Fatalf("opening %d connections: %v", n, err)
 	}
-	peak, handle, copies := goroutines()
-	t.Logf("idle %d goroutines; with %d connections open %d (%d handle, %d proxyCopy); proxy fds %d", idle, n, peak, handle, copies, fdCount(proxyPid))
-	// Two goroutines per connection, one per direction, and no third: the
-	// dialing goroutine (handle) returns once copying starts, so that its
-	// stack, grown by the dial, is not held for the connection's life.
-	if handle != 0 || copies != 2*n || peak != idle+2*n {
-		t.Errorf("%d goroutines, %d of them handle and %d proxyCopy, for %d connections; want %d, 0 and %d", peak, handle, copies, n, idle+2*n, 2*n)
+	peak, loops := goroutines()
+	t.Logf("idle %d goroutines; with %d connections open %d (%d event loop); proxy fds %d", idle, n, peak, loops, fdCount(proxyPid))
+	// With net.TCPConn it was two goroutines per connection, one per
+	// direction, each holding a stack for the connection's whole life.
+	if peak != idle || loops != 1 {
+		t.Errorf("%d goroutines (%d event loops) with %d connections open, %d idle; want no more than idle, and 1 loop", peak, loops, n, idle)
 	}
 	if err := roundTripAll(conns); err != nil {
 		t.Fatal(err)
@@ -225,10 +227,10 @@ func TestHeldConnectionsGoroutines(t *testing.T) {
 	closeAll(conns)
 	var total int
 	if !eventually(60*time.Second, 50*time.Millisecond, func() bool {
-		total, handle, copies = goroutines()
-		return total == idle && handle == 0 && copies == 0
+		total, loops = goroutines()
+		return total == idle && loops == 1
 	}) {
-		t.Fatalf("60s after the clients closed: %d goroutines (idle %d), %d handle, %d proxyCopy", total, idle, handle, copies)
+		t.Fatalf("60s after the clients closed: %d goroutines (idle %d), %d event loops", total, idle, loops)
 	}
 	t.Logf("closed: back to %d goroutines in %v", total, time.Since(t0).Round(time.Millisecond))
 }
