@@ -99,7 +99,7 @@ type Proxy struct {
 	closed bool
 	lfd    int // the listening socket; -1 before Start
 	addr   net.Addr
-	loop   *loop // nil before Start
+	loop   *loop           // nil before Start
 	ctx    context.Context // canceled by Close; ends host-name lookups
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the loop and the lookups it started

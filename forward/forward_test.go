@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -574,5 +575,25 @@ func TestStartRacesClose(t *testing.T) {
 		go func() { defer wg.Done(); p.Close() }()
 		wg.Wait()
 		p.Close()
+	}
+}
+
+// With one P (a container limited to one CPU: Go sets GOMAXPROCS from the
+// cgroup's quota), the loop blocking in epoll_wait must not keep the rest
+// of the process from running: the test's own goroutines, the echo server
+// and the clients share that P with it.
+func TestOneP(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	_, c := echoProxy(t)
+	for i := range 50 {
+		exchange(t, c, []byte(fmt.Sprintf("one P, burst %d", i)))
+	}
+	exchange(t, c, random(4<<20))
+	ticked := make(chan struct{})
+	go func() { close(ticked) }()
+	select {
+	case <-ticked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a goroutine did not run in 10 s beside the idle loop")
 	}
 }

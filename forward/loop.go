@@ -17,13 +17,15 @@ import (
 // every connection it accepted. Everything but the inbox is touched by the
 // loop's goroutine alone.
 //
-// The goroutine blocks in epoll_wait itself, on a thread of its own. It
-// was first parked in Go's network poller (the epoll descriptor registered
+// The goroutine blocks in epoll_wait itself, as a system call. It was
+// first parked in Go's network poller (the epoll descriptor registered
 // there, events taken with a zero timeout on wake-up): every new connection
 // then cost three trips through the scheduler, Go's own epoll_wait and
 // thread wake-ups, and 217 µs of CPU against 150 µs this way (nginx: 143,
-// same run, bench/fwdprof at c=1). While it blocks, its P stays idle-able:
-// the runtime hands it to other goroutines only if they need it.
+// same run, bench/fwdprof at c=1). While it blocks, sysmon hands its P to
+// other goroutines only when they need one and no other P is idle; with
+// two loops blocking on two Ps that happened every 20 µs (see sys.go),
+// which is one reason there is one loop.
 //
 // Everything in its epoll is edge-triggered, and every event is handled to
 // the end: a read or accept until the socket is empty, or the connection
@@ -51,7 +53,7 @@ type loop struct {
 	spare   []*conn // again's other half, swapped each round
 	closing []int   // closed at the end of the round
 	quit    bool
-	accepts bool    // the listener may have more: accept again before waiting
+	accepts bool // the listener may have more: accept again before waiting
 
 	scratch []byte    // every small burst is read into it and written out
 	bufs    []*[]byte // free buffers for bursts a writer could not take
@@ -103,7 +105,6 @@ func newLoop(p *Proxy, lfd int, tgt target, retry time.Duration) (*loop, error) 
 		l.release()
 		return nil, fmt.Errorf("epoll_ctl listener: %w", err)
 	}
-	l.acceptT.c = nil
 	l.scratch = make([]byte, smallBurst)
 	return l, nil
 }
