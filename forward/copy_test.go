@@ -13,22 +13,29 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/convex-shim/convex-shim/internal/proc"
 )
 
 // pipeFds counts this process's pipe descriptors.
 func pipeFds(t *testing.T) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, e := range ents {
-		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "pipe:") {
+	for _, fd := range ownFDs(t) {
+		if strings.HasPrefix(fd.Target, "pipe:") {
 			n++
 		}
 	}
 	return n
+}
+
+func ownFDs(t *testing.T) []proc.FD {
+	t.Helper()
+	fds, err := proc.FDs(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fds
 }
 
 // exchange sends msg through c and reads the echo back, exactly.

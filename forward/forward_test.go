@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -492,16 +491,12 @@ func TestSocketOptions(t *testing.T) {
 // local (any, if empty) and whose peer is remote.
 func socketWith(t *testing.T, local, remote string) int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
 	found := -1
-	for _, e := range ents {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
+	for _, f := range ownFDs(t) {
+		if !strings.HasPrefix(f.Target, "socket:") {
 			continue
 		}
+		fd := f.Num
 		sa, err := unix.Getpeername(fd)
 		if err != nil || sockaddrString(sa) != remote {
 			continue

@@ -118,17 +118,13 @@ func nsPathRun(path string, n int, f func(i int) error) error {
 // fdKinds counts pid's open descriptors by kind: socket, pipe, anon_inode
 // names, or "file".
 func fdKinds(pid int) (map[string]int, int) {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
+	fds, err := proc.FDs(pid)
 	if err != nil {
 		return nil, -1
 	}
 	m := map[string]int{}
-	for _, e := range ents {
-		l, err := os.Readlink(dir + "/" + e.Name())
-		if err != nil {
-			continue
-		}
+	for _, fd := range fds {
+		l := fd.Target
 		k := "file"
 		switch {
 		case strings.HasPrefix(l, "socket:"):
@@ -140,29 +136,25 @@ func fdKinds(pid int) (map[string]int, int) {
 		}
 		m[k]++
 	}
-	return m, len(ents)
+	return m, len(fds)
 }
 
 func fdCount(pid int) int {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return -1
-	}
-	return len(ents)
+	_, n := fdKinds(pid)
+	return n
 }
 
 // lowestFreeFd is the descriptor number the process's next open would get.
 // RLIMIT_NOFILE bounds that number, not the count: with a hole below the
 // highest descriptor, a limit equal to the count still leaves one free.
 func lowestFreeFd(pid int) int {
-	names, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	fds, err := proc.FDs(pid)
 	if err != nil {
 		return -1
 	}
 	used := map[int]bool{}
-	for _, e := range names {
-		n, _ := strconv.Atoi(e.Name())
-		used[n] = true
+	for _, fd := range fds {
+		used[fd.Num] = true
 	}
 	n := 0
 	for used[n] {

@@ -1,6 +1,6 @@
 // Package proc reads what the shim, its tests and the bench need from Linux's
-// /proc: the process list and the fields of /proc/PID/stat. It is the one
-// parser of that file in the module.
+// /proc: the process list, the fields of /proc/PID/stat and a process's
+// open descriptors. It is the one reader of those in the module.
 //
 // The format is proc(5)'s: "pid (comm) state ppid pgrp session ...". The
 // command name may contain anything, spaces and ')' included, so the fields
@@ -110,4 +110,34 @@ func Children(ppid int) []Stat {
 		}
 	}
 	return out
+}
+
+// An FD is one open descriptor of a process and what /proc/PID/fd/N links
+// to: "socket:[123]", "pipe:[45]", "anon_inode:[eventpoll]", or a path.
+type FD struct {
+	Num    int
+	Target string
+}
+
+// FDs lists the open descriptors of pid, in no particular order. One closed
+// while the list is read is left out.
+func FDs(pid int) ([]FD, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list descriptors of %d: %w", pid, err)
+	}
+	fds := make([]FD, 0, len(ents))
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		target, err := os.Readlink(dir + "/" + e.Name())
+		if err != nil {
+			continue
+		}
+		fds = append(fds, FD{Num: n, Target: target})
+	}
+	return fds, nil
 }

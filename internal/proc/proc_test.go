@@ -36,6 +36,29 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
+// FDs of this process include a pipe just made, by number and kind.
+func TestFDsSelf(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	fds, err := FDs(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, fd := range fds {
+		if (fd.Num == int(r.Fd()) || fd.Num == int(w.Fd())) && strings.HasPrefix(fd.Target, "pipe:") {
+			found++
+		}
+	}
+	if found != 2 {
+		t.Fatalf("FDs found %d of the pipe's 2 ends among %v", found, fds)
+	}
+}
+
 func TestReadStatSelf(t *testing.T) {
 	st, err := ReadStat(os.Getpid())
 	if err != nil {
