@@ -73,8 +73,7 @@ func (l *loop) open(fd int) {
 // dial starts one connect(2) to the target (or a lookup of its name).
 // It never blocks: the result comes as an event on the new socket.
 func (l *loop) dial(c *conn) {
-	var sa unix.Sockaddr // for a name's address; a fixed target's is l.rsa
-	fam := l.fam
+	rsa, rsaN, fam := l.rsa, l.rsaN, l.fam
 	if l.tgt.host != "" {
 		if len(c.addrs) == 0 {
 			c.state = resolving
@@ -84,7 +83,7 @@ func (l *loop) dial(c *conn) {
 			l.lookUp(c)
 			return
 		}
-		sa, fam = sockaddr(netip.AddrPortFrom(c.addrs[0], l.tgt.port))
+		rsa, rsaN, fam = rawSockaddr(netip.AddrPortFrom(c.addrs[0], l.tgt.port))
 		c.addrs = c.addrs[1:]
 	}
 	fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -99,11 +98,7 @@ func (l *loop) dial(c *conn) {
 		l.dialFailed(c, os.NewSyscallError("setsockopt", err))
 		return
 	}
-	if sa != nil {
-		err = unix.Connect(fd, sa)
-	} else {
-		err = connect(fd, l.rsa, l.rsaN)
-	}
+	err = connect(fd, rsa, rsaN)
 	if err != nil && err != unix.EINPROGRESS {
 		l.dropUp(c)
 		l.dialFailed(c, os.NewSyscallError("connect", err))

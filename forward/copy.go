@@ -103,40 +103,35 @@ func (l *loop) copy(c *conn, d *dir) error {
 // fill reads one burst from d.src: spliced into the direction's pipe when
 // it is bulk, otherwise read into scratch and written straight on.
 func (l *loop) fill(c *conn, d *dir) error {
-	if d.bulk && l.takePipe(d) {
-		n, err := splice(d.src.fd, d.pipe.w, pipeSize)
-		switch {
-		case err == unix.EAGAIN:
-			d.src.r = false
-			l.dropPipe(d)
-			return nil
-		case err == unix.EINTR:
-			return nil
-		case err != nil:
-			return &opError{"read", d.src, c, err}
-		case n == 0:
-			d.eof = true
-			l.dropPipe(d)
-			return nil
-		}
-		d.inPipe += int(n)
-		d.bulk = n >= smallBurst
-		return nil
+	spliced := d.bulk && l.takePipe(d)
+	var n int
+	var err error
+	if spliced {
+		n, err = splice(d.src.fd, d.pipe.w, pipeSize)
+	} else {
+		n, err = read(d.src.fd, l.scratch)
 	}
-
-	n, err := read(d.src.fd, l.scratch)
 	switch {
 	case err == unix.EAGAIN:
 		d.src.r = false
-		return nil
 	case err == unix.EINTR:
-		return nil
 	case err != nil:
 		return &opError{"read", d.src, c, err}
 	case n == 0:
 		d.eof = true
+	}
+	if err != nil || n == 0 {
+		if spliced {
+			l.dropPipe(d) // nothing read: give it back, unless it still holds a burst
+		}
 		return nil
 	}
+	if spliced {
+		d.inPipe += n
+		d.bulk = n >= smallBurst
+		return nil
+	}
+
 	d.bulk = n == len(l.scratch)
 	// A short read emptied the socket's queue, and anything arriving later
 	// raises a new edge: no need for the read that would say EAGAIN. If

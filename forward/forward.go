@@ -97,7 +97,6 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	closed bool
-	lfd    int // the listening socket; -1 before Start
 	addr   net.Addr
 	loop   *loop           // nil before Start
 	ctx    context.Context // canceled by Close; ends host-name lookups
@@ -135,7 +134,7 @@ func (p *Proxy) Start() error {
 		unix.Close(lfd)
 		return fmt.Errorf("forward: listen %s: %w", p.Listen, err)
 	}
-	p.lfd, p.addr, p.loop = lfd, addr, l
+	p.addr, p.loop = addr, l
 	p.wg.Add(1)
 	go l.run()
 	return nil
@@ -223,7 +222,7 @@ func (p *Proxy) Close() error {
 	l.stop()
 	p.wg.Wait()
 	// Only now: the loop, still running, could accept on a reused number.
-	return unix.Close(p.lfd)
+	return unix.Close(l.lfd)
 }
 
 // IsLoopback reports whether the host part of addr (host:port) is a loopback

@@ -462,7 +462,7 @@ func TestSocketOptions(t *testing.T) {
 		t.Fatal(err) // the echo came back: both legs exist
 	}
 	legs := map[string]int{
-		"listener": p.lfd,
+		"listener": p.loop.lfd,
 		"client":   socketWith(t, p.Addr().String(), c.LocalAddr().String()),
 		"upstream": socketWith(t, "", ln.Addr().String()),
 	}

@@ -36,8 +36,9 @@ func parseTarget(s string) (target, error) {
 	return target{host: host, port: uint16(n)}, nil
 }
 
-// rawSockaddr is a in connect(2)'s own form, made once for a fixed target:
-// unix.Connect converts its argument on every call, and writes into it.
+// rawSockaddr is a in connect(2)'s own form, made once for a fixed target
+// (unix.Connect converts its argument on every call, and writes into it),
+// and per dial for a looked-up address.
 func rawSockaddr(a netip.AddrPort) (unsafe.Pointer, uintptr, int) {
 	port := [2]byte{byte(a.Port() >> 8), byte(a.Port())} // network order
 	if a.Addr().Is4() {
@@ -48,14 +49,6 @@ func rawSockaddr(a netip.AddrPort) (unsafe.Pointer, uintptr, int) {
 	r := &unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: a.Addr().As16()}
 	*(*[2]byte)(unsafe.Pointer(&r.Port)) = port
 	return unsafe.Pointer(r), unix.SizeofSockaddrInet6, unix.AF_INET6
-}
-
-// sockaddr converts a for unix.Connect, for a target's looked-up address.
-func sockaddr(a netip.AddrPort) (unix.Sockaddr, int) {
-	if a.Addr().Is4() {
-		return &unix.SockaddrInet4{Addr: a.Addr().As4(), Port: int(a.Port())}, unix.AF_INET
-	}
-	return &unix.SockaddrInet6{Addr: a.Addr().As16(), Port: int(a.Port())}, unix.AF_INET6
 }
 
 // sockaddrString formats what getpeername(2) returned, for log lines.
