@@ -18,7 +18,7 @@ import (
 // that fills the scratch buffer marks the direction bulk, and its next
 // bursts are spliced through a pipe and never enter user space, until one
 // is small again. Buffers and pipes go back to the loop once empty, so an
-// idle connection holds none: TCPConn.ReadFrom, the road before the loops,
+// idle connection holds none: TCPConn.ReadFrom, the road before the event loop,
 // kept a 1 MiB pipe per direction for a connection's whole life.
 
 const (

@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// target is where the loops connect: one fixed address, or a host name
+// target is where the loop connects: one fixed address, or a host name
 // looked up again for every dial (a compose service's address changes when
 // its container is recreated).
 type target struct {
