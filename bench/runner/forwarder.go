@@ -29,31 +29,45 @@ var (
 	fwds    = []string{socat, haproxyT, nginxT, shimT}
 )
 
-const (
-	listenPort   = 80
-	upstreamAddr = "127.0.0.1:3210"
-)
+const upstreamAddr = "127.0.0.1:3210"
+
+// portOf is where target's forwarder listens: convex-shim on 80, as in a
+// container, each peer on a port of its own, so that a forwarder case can
+// keep all of them running and load them in turn (see runSlices).
+func portOf(target string) int {
+	switch target {
+	case socat:
+		return 81
+	case haproxyT:
+		return 82
+	case nginxT:
+		return 83
+	}
+	return 80
+}
 
 // fwd is a running forwarder process.
 type fwd struct {
 	name   string
 	cmd    *exec.Cmd
 	tree   bool   // account its children too (socat forks one per connection, nginx has workers)
+	forks  bool   // a child per connection (socat): drain waits for them
 	dir    string // a peer's configuration, removed at stop
 	stderr bytes.Buffer
 }
 
 func (f *fwd) pid() int { return f.cmd.Process.Pid }
 
-// startFwd starts target's forwarder on port 80 and waits until it listens.
+// startFwd starts target's forwarder on portOf(target) and waits until it
+// listens.
 // extra are more convex-shim flags.
 func startFwd(target string, extra ...string) (*fwd, error) {
 	f := &fwd{name: target}
 	switch target {
 	case socat:
 		// Exactly the seed's sidecar.
-		f.cmd = exec.Command("socat", "TCP-LISTEN:80,fork,reuseaddr", "TCP:127.0.0.1:3210")
-		f.tree = true
+		f.cmd = exec.Command("socat", fmt.Sprintf("TCP-LISTEN:%d,fork,reuseaddr", portOf(socat)), "TCP:"+upstreamAddr)
+		f.tree, f.forks = true, true
 	case shimT:
 		// The binary as shipped, with the default forward spelled out; its
 		// child only has to stay alive.
@@ -74,15 +88,15 @@ func startFwd(target string, extra ...string) (*fwd, error) {
 	if err := f.cmd.Start(); err != nil {
 		return nil, err
 	}
-	if !waitFor(3*time.Second, func() bool { return listening(listenPort) }) {
+	if !waitFor(3*time.Second, func() bool { return listening(portOf(target)) }) {
 		f.stop()
-		return nil, fmt.Errorf("%s: not listening on :%d after 3s; stderr: %s", target, listenPort, f.stderr.String())
+		return nil, fmt.Errorf("%s: not listening on :%d after 3s; stderr: %s", target, portOf(target), f.stderr.String())
 	}
 	return f, nil
 }
 
 // stop ends the forwarder (SIGTERM, then SIGKILL after 3 s) and any child
-// socat left, and waits until port 80 is free.
+// socat left, and waits until its port is free.
 func (f *fwd) stop() {
 	pid := f.pid()
 	kids := children(pid)
@@ -100,7 +114,7 @@ func (f *fwd) stop() {
 			syscall.Kill(k, syscall.SIGKILL)
 		}
 	}
-	waitFor(3*time.Second, func() bool { return !listening(listenPort) })
+	waitFor(3*time.Second, func() bool { return !listening(portOf(f.name)) })
 	if f.dir != "" {
 		os.RemoveAll(f.dir)
 	}
@@ -116,10 +130,11 @@ func (f *fwd) mem() mem {
 	return m
 }
 
-// drain waits (at most 3 s) until a tree forwarder has no children left, so
-// that their CPU time has reached the parent's cutime and cstime.
+// drain waits (at most 3 s) until a forwarder that forks per connection
+// has no children left, so that their CPU time has reached the parent's
+// cutime and cstime. nginx's workers stay: their CPU is read directly.
 func (f *fwd) drain() {
-	if f.tree {
+	if f.forks {
 		waitFor(3*time.Second, func() bool { return len(children(f.pid())) == 0 })
 	}
 }
@@ -172,7 +187,7 @@ func addrOf(target string) string {
 	if target == direct {
 		return upstreamAddr
 	}
-	return "127.0.0.1:" + strconv.Itoa(listenPort)
+	return "127.0.0.1:" + strconv.Itoa(portOf(target))
 }
 
 // startPath starts target's forwarder, or returns nil for direct.
@@ -183,16 +198,10 @@ func startPath(target string) (*fwd, error) {
 	return startFwd(target)
 }
 
-// runCase starts target's forwarder (if any), loads it, and stops it.
-func runCase(c fcase, target string) (caseResult, error) {
+// measure loads target for one slice: warm-up, then dur measured. f is
+// target's running forwarder, nil for direct.
+func measure(c fcase, target string, f *fwd, warmup, dur time.Duration) (caseResult, error) {
 	var r caseResult
-	f, err := startPath(target)
-	if err != nil {
-		return r, err
-	}
-	if f != nil {
-		defer f.stop()
-	}
 	var cpu0 int64
 	if f != nil {
 		cpu0 = f.cpu()
@@ -213,7 +222,7 @@ func runCase(c fcase, target string) (caseResult, error) {
 			return
 		}
 		for i := 1; i <= 3; i++ {
-			at := start.Add(cfg.warmup + cfg.dur*time.Duration(i)/4)
+			at := start.Add(warmup + dur*time.Duration(i)/4)
 			select {
 			case <-time.After(time.Until(at)):
 			case <-stopSampling:
@@ -223,7 +232,7 @@ func runCase(c fcase, target string) (caseResult, error) {
 			busy.rss, busy.pss = max(busy.rss, m.rss), max(busy.pss, m.pss)
 		}
 	}()
-	lr, usage, err := runLoad(addrOf(target), c.mode, c.c)
+	lr, usage, err := runLoad(addrOf(target), c.mode, c.c, warmup, dur)
 	close(stopSampling)
 	<-sampled
 	if err != nil {
@@ -257,13 +266,13 @@ func runCase(c fcase, target string) (caseResult, error) {
 type usage struct{ cpu, wall float64 }
 
 // runLoad runs bench/load once and decodes its result.
-func runLoad(addr, mode string, c int) (loadResult, usage, error) {
+func runLoad(addr, mode string, c int, warmup, dur time.Duration) (loadResult, usage, error) {
 	var lr loadResult
 	var u usage
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.warmup+cfg.dur+30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), warmup+dur+30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cfg.load, "-addr", addr, "-mode", mode, "-c", strconv.Itoa(c),
-		"-d", cfg.dur.String(), "-warmup", cfg.warmup.String())
+		"-d", dur.String(), "-warmup", warmup.String())
 	cmd.Env = append(cleanEnv, "GOMAXPROCS="+strconv.Itoa(cfg.loadProcs))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -362,10 +371,11 @@ func runWrk(key, target string) (float64, error) {
 	return 0, fmt.Errorf("wrk: no Requests/sec in %q", out)
 }
 
-// runForwarder runs every case against every target, round-robin within
-// each case, the order rotated each round so no target always goes first.
-// The wrk cross-checks run right after bench/load's run of the same case
-// and target.
+// runForwarder runs every case against every target: in each round and
+// case, every forwarder runs at once and the targets take turns in short
+// slices (runSlices), so that targets compared are loaded seconds apart.
+// Each slice is one result, with ratios taken within it. The wrk
+// cross-checks follow, one fresh forwarder per target as before.
 func runForwarder() (*fwdResults, error) {
 	res := &fwdResults{cases: map[string]map[string][]caseResult{}, mem: map[string][]memResult{}, wrk: map[string]map[string][]float64{}}
 	for _, c := range fcases {
@@ -375,13 +385,14 @@ func runForwarder() (*fwdResults, error) {
 	for round := range cfg.rounds {
 		order := rotate(targets, round)
 		for _, c := range fcases {
+			byTarget, err := runSlices(c, order, round)
+			if err != nil {
+				return nil, err
+			}
+			for t, rs := range byTarget {
+				res.cases[c.key][t] = append(res.cases[c.key][t], rs...)
+			}
 			for _, t := range order {
-				r, err := quietCase(c, t)
-				if err != nil {
-					return nil, fmt.Errorf("%s, %s: %w", c.label, t, err)
-				}
-				res.cases[c.key][t] = append(res.cases[c.key][t], r)
-				progress("round %d  %-34s %-12s %s", round+1, c.label, t, brief(c, r))
 				if slices.ContainsFunc(wrkCases, func(w wrkCase) bool { return w.key == c.key }) {
 					rps, err := again(func() (float64, error) { return runWrk(c.key, t) })
 					if err != nil {
@@ -405,15 +416,54 @@ func runForwarder() (*fwdResults, error) {
 	return res, nil
 }
 
-// quietCase runs a case after waitQuiet, and runs it again (at most twice)
-// when other work took more than 10% of the CPU during it: a burst from
-// another user of the machine would otherwise stand in the table.
-func quietCase(c fcase, t string) (caseResult, error) {
+// runSlices runs one round of case c: it starts every forwarder, each on
+// its own port, then loads the targets in turn, cfg.slices times, each
+// slice a share of the warm-up and measured time, and stops them. The
+// machine's speed drifts by a third over minutes on a shared VM (HAProxy's
+// keep-alive rate spread from 23,448 to 35,210 req/s over three rounds
+// when each target ran 3.5 s in a row with a fresh process); targets taken
+// a second apart see the same machine, so their ratio holds.
+func runSlices(c fcase, order []string, round int) (map[string][]caseResult, error) {
+	waitQuiet()
+	running := map[string]*fwd{}
+	defer func() {
+		for _, f := range running {
+			f.stop()
+		}
+	}()
+	for _, t := range order {
+		if t == direct {
+			continue
+		}
+		f, err := again(func() (*fwd, error) { return startFwd(t) })
+		if err != nil {
+			return nil, fmt.Errorf("%s, %s: %w", c.label, t, err)
+		}
+		running[t] = f
+	}
+	warmup, dur := cfg.warmup/time.Duration(cfg.slices), cfg.dur/time.Duration(cfg.slices)
+	res := map[string][]caseResult{}
+	for s := range cfg.slices {
+		for _, t := range rotate(order, s) {
+			r, err := quietSlice(c, t, running[t], warmup, dur)
+			if err != nil {
+				return nil, fmt.Errorf("%s, %s: %w", c.label, t, err)
+			}
+			res[t] = append(res[t], r)
+			progress("round %d.%d  %-34s %-12s %s", round+1, s+1, c.label, t, brief(c, r))
+		}
+	}
+	return res, nil
+}
+
+// quietSlice measures a slice, and measures it again (at most twice) when
+// other work took more than 10% of the CPU during it: a burst from another
+// user of the machine would otherwise stand in the table.
+func quietSlice(c fcase, t string, f *fwd, warmup, dur time.Duration) (caseResult, error) {
 	var r caseResult
 	var err error
 	for try := 1; try <= 3; try++ {
-		waitQuiet()
-		if r, err = again(func() (caseResult, error) { return runCase(c, t) }); err != nil || r.others <= 0.10 {
+		if r, err = again(func() (caseResult, error) { return measure(c, t, f, warmup, dur) }); err != nil || r.others <= 0.10 {
 			return r, err
 		}
 		if try < 3 {

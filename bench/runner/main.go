@@ -38,7 +38,7 @@ import (
 var cfg struct {
 	shim, load, upstream, out string
 	mininit                   string
-	rounds                    int
+	rounds, slices            int
 	dur, warmup               time.Duration
 	loadProcs                 int
 	startRuns, sigRuns        int
@@ -65,8 +65,9 @@ func main() {
 	flag.StringVar(&cfg.mininit, "mininit", "bin/bench/mininit", "the bench/mininit binary (the start-time floor)")
 	flag.StringVar(&cfg.out, "out", "docs/benchmarks.md", "file to write the results into (\"\": stdout only)")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds of every case")
-	flag.DurationVar(&cfg.dur, "d", 3*time.Second, "measured time of each forwarder case")
-	flag.DurationVar(&cfg.warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up before each forwarder case")
+	flag.IntVar(&cfg.slices, "slices", 3, "slices each target's time in a forwarder case's round is split into, the targets taking turns")
+	flag.DurationVar(&cfg.dur, "d", 3*time.Second, "measured time per target of each forwarder case (split into -slices) and of each scale case")
+	flag.DurationVar(&cfg.warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up before each forwarder case (split like -d) and scale case")
 	flag.IntVar(&cfg.loadProcs, "load-procs", 2, "GOMAXPROCS of the load generator")
 	flag.IntVar(&cfg.startRuns, "start-runs", 100, "runs of INIT -- /bin/true per init and round")
 	flag.IntVar(&cfg.sigRuns, "sig-runs", 20, "SIGTERM latency runs per init and round")
@@ -84,6 +85,9 @@ func main() {
 func run() error {
 	if err := benchenv.CheckPrivateNet("run me through bench/bench.sh"); err != nil {
 		return err
+	}
+	if cfg.rounds < 1 || cfg.slices < 1 {
+		return fmt.Errorf("-rounds %d -slices %d: both must be at least 1", cfg.rounds, cfg.slices)
 	}
 	for _, p := range []*string{&cfg.shim, &cfg.load, &cfg.upstream, &cfg.mininit} {
 		abs, err := filepath.Abs(*p)

@@ -53,7 +53,7 @@ frontend fwd
 	default_backend upstream
 backend upstream
 	server backend %s
-`, runtime.NumCPU(), peerConns, peerPipes, peerConns, listenPort, upstreamAddr)
+`, runtime.NumCPU(), peerConns, peerPipes, peerConns, portOf(haproxyT), upstreamAddr)
 }
 
 func nginxConfig(dir string) string {
@@ -74,7 +74,7 @@ stream {
 		proxy_timeout 1800s;
 	}
 }
-`, runtime.NumCPU(), nginxNoFiles, filepath.Join(dir, "nginx.pid"), nginxConns, listenPort, upstreamAddr)
+`, runtime.NumCPU(), nginxNoFiles, filepath.Join(dir, "nginx.pid"), nginxConns, portOf(nginxT), upstreamAddr)
 }
 
 // peerCommand writes target's configuration into a fresh directory and

@@ -154,7 +154,7 @@ func diff(a, b []float64) []float64 {
 type verdict struct {
 	target, measured string
 	pass             bool
-	rounds, of       int // rounds meeting it, where per-round
+	rounds, of       int // runs (rounds, or a forwarder case's slices) meeting it
 }
 
 func check(target string, xs []float64, prec int, unit string, ok func(float64) bool) verdict {
@@ -173,7 +173,7 @@ func (v verdict) row() string {
 		s = "PASS"
 	}
 	if v.of > 1 {
-		s += fmt.Sprintf(" (%d of %d rounds)", v.rounds, v.of)
+		s += fmt.Sprintf(" (%d of %d runs)", v.rounds, v.of)
 	}
 	return fmt.Sprintf("| %s | %s | %s |\n", v.target, v.measured, s)
 }
@@ -190,10 +190,11 @@ func report(m *machineInfo, fr *fwdResults, sr scaleResults, pr probeResults, ir
 	w("- Software: %s (static, as `make build` ships it); Debian's %s; %s.\n",
 		firstOr(m.versions, "convex-shim"), strings.Join(m.versions[min(1, len(m.versions)):], ", "), m.goVersion)
 	w("- Setup: a private network namespace (`unshare --net`, lo only); upstream `bench/upstream` (net/http) on 127.0.0.1:3210; "+
-		"forwarders on port 80; load from `bench/load` with GOMAXPROCS=%d; nothing pinned to cores. "+
-		"Each forwarder case: %v warm-up + %v measured, a fresh forwarder process, %d rounds, targets round-robin in a rotated order. "+
-		"Cells: median of the rounds (min–max); ratios are taken within each round.\n",
-		cfg.loadProcs, cfg.warmup, cfg.dur, cfg.rounds)
+		"convex-shim on port 80, the peers on 81–83; load from `bench/load` with GOMAXPROCS=%d; nothing pinned to cores. "+
+		"Each forwarder case, %d rounds: in each round every forwarder is started afresh and runs at once, and the targets take turns, in a rotated order, "+
+		"in %d slices of %v warm-up + %v measured (%v measured per target and round), so that targets compared ran seconds apart on the same machine. "+
+		"Forwarder cells: median of the slices (min–max), ratios taken within each slice; other cells: median of the rounds.\n",
+		cfg.loadProcs, cfg.rounds, cfg.slices, cfg.warmup/time.Duration(cfg.slices), cfg.dur/time.Duration(cfg.slices), cfg.dur)
 
 	if fr != nil {
 		var others []float64
@@ -432,7 +433,7 @@ func pathsRow(b *strings.Builder, label string, per func(target string) []float6
 
 func forwarderTable(b *strings.Builder, fr *fwdResults) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	w("### Forwarder\n\nA peer's cell ends with its ratio to direct (medians of the per-round ratios). The best peer is chosen round by round (the highest rate, the lowest latency, CPU or memory); the name is the one best in most rounds.\n\n")
+	w("### Forwarder\n\nA peer's cell ends with its ratio to direct (medians of the per-slice ratios). The best peer is chosen slice by slice (the highest rate, the lowest latency, CPU or memory); the name is the one best in most slices.\n\n")
 	w("%s", pathsHeader("case"))
 	row := func(label, key string, f func(caseResult) float64, higher bool, prec int, how string) {
 		pathsRow(b, label, func(t string) []float64 { return fr.per(key, t, f) }, higher, prec, how)

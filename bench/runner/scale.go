@@ -100,7 +100,7 @@ func scaleCase(n int, target string) (scaleResult, error) {
 	if f != nil {
 		cpu0 = f.cpu()
 	}
-	lr, _, err := runLoad(addrOf(target), "conn", r.c)
+	lr, _, err := runLoad(addrOf(target), "conn", r.c, cfg.warmup, cfg.dur)
 	if err != nil {
 		return r, err
 	}
