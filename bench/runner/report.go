@@ -205,7 +205,7 @@ func report(m *machineInfo, fr *fwdResults, sr scaleResults, pr probeResults, ir
 				}
 			}
 		}
-		w("- Noise: before each case the runner waits (at most %v) until other work uses under 15%% of the CPU, and runs a case again (up to twice) when other work took over 10%% during it. "+
+		w("- Noise: before each case (and each round of a forwarder case) the runner waits (at most %v) until other work uses under 15%% of the CPU, and measures a slice or case again (up to twice) when other work took over 10%% during it. "+
 			"During the forwarder cases other processes took a median %.0f%% and at most %.0f%% of the machine's CPU (from /proc/stat, less the bench's own three processes and the kernel's ksoftirqd threads).\n",
 			cfg.quietWait, median(others), slices.Max(others))
 	}
