@@ -1,6 +1,9 @@
 package forward
 
-import "time"
+import (
+	"container/heap"
+	"time"
+)
 
 // A timer is a point on a loop's clock: a connection's dial deadline or
 // next retry, or the loop's accept backoff (c nil). Every dial has one, so
@@ -12,8 +15,7 @@ type timer struct {
 	c    *conn
 }
 
-// timerHeap is a binary min-heap on when. container/heap would do the same
-// through an interface and boxed values on every push and pop.
+// timerHeap is a min-heap on when, through container/heap.
 type timerHeap []*timer
 
 func (h timerHeap) top() *timer {
@@ -27,63 +29,40 @@ func (h timerHeap) top() *timer {
 func (h *timerHeap) set(t *timer, when time.Duration) {
 	t.when = when
 	if t.idx == 0 {
-		*h = append(*h, t)
-		t.idx = len(*h)
-		h.up(t.idx - 1)
+		heap.Push(h, t)
 		return
 	}
-	h.up(t.idx - 1)
-	h.down(t.idx - 1)
+	heap.Fix(h, t.idx-1)
 }
 
 // remove disarms t; a timer not armed is left alone.
 func (h *timerHeap) remove(t *timer) {
-	if t.idx == 0 {
-		return
-	}
-	i, last := t.idx-1, len(*h)-1
-	t.idx = 0
-	if i != last {
-		(*h)[i] = (*h)[last]
-		(*h)[i].idx = i + 1
-	}
-	(*h)[last] = nil
-	*h = (*h)[:last]
-	if i != last {
-		h.up(i)
-		h.down((*h)[i].idx - 1)
+	if t.idx != 0 {
+		heap.Remove(h, t.idx-1)
 	}
 }
 
-func (h timerHeap) swap(i, j int) {
+// heap.Interface.
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].when < h[j].when }
+
+func (h timerHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].idx, h[j].idx = i+1, j+1
 }
 
-func (h timerHeap) up(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if h[parent].when <= h[i].when {
-			return
-		}
-		h.swap(i, parent)
-		i = parent
-	}
+func (h *timerHeap) Push(x any) {
+	t := x.(*timer)
+	*h = append(*h, t)
+	t.idx = len(*h)
 }
 
-func (h timerHeap) down(i int) {
-	for {
-		least := i
-		if l := 2*i + 1; l < len(h) && h[l].when < h[least].when {
-			least = l
-		}
-		if r := 2*i + 2; r < len(h) && h[r].when < h[least].when {
-			least = r
-		}
-		if least == i {
-			return
-		}
-		h.swap(i, least)
-		i = least
-	}
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	t.idx = 0
+	return t
 }
