@@ -335,7 +335,7 @@ var wrkCases = []wrkCase{
 }
 
 // runWrk runs Debian's wrk (2 threads, as bench/load gets 2 Ps) against
-// target, through a fresh forwarder like runCase, for the measured time in
+// target, through a fresh forwarder of its own, for the measured time in
 // whole seconds (wrk takes no fractions and has no warm-up) and returns its
 // requests per second.
 func runWrk(key, target string) (float64, error) {
@@ -375,7 +375,7 @@ func runWrk(key, target string) (float64, error) {
 // case, every forwarder runs at once and the targets take turns in short
 // slices (runSlices), so that targets compared are loaded seconds apart.
 // Each slice is one result, with ratios taken within it. The wrk
-// cross-checks follow, one fresh forwarder per target as before.
+// cross-checks follow, one fresh forwarder per target.
 func runForwarder() (*fwdResults, error) {
 	res := &fwdResults{cases: map[string]map[string][]caseResult{}, mem: map[string][]memResult{}, wrk: map[string]map[string][]float64{}}
 	for _, c := range fcases {

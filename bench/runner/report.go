@@ -194,7 +194,7 @@ func report(m *machineInfo, fr *fwdResults, sr scaleResults, pr probeResults, ir
 		"Each forwarder case, %d rounds: in each round every forwarder is started afresh and runs at once, and the targets take turns, in a rotated order, "+
 		"in %d slices of %v warm-up + %v measured (%v measured per target and round), so that targets compared ran seconds apart on the same machine. "+
 		"Forwarder cells: median of the slices (min–max), ratios taken within each slice; other cells: median of the rounds.\n",
-		cfg.loadProcs, cfg.rounds, cfg.slices, cfg.warmup/time.Duration(cfg.slices), cfg.dur/time.Duration(cfg.slices), cfg.dur)
+		cfg.loadProcs, cfg.rounds, cfg.slices, (cfg.warmup / time.Duration(cfg.slices)).Round(time.Millisecond), (cfg.dur / time.Duration(cfg.slices)).Round(time.Millisecond), cfg.dur)
 
 	if fr != nil {
 		var others []float64
